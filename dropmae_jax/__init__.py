@@ -1,0 +1,1 @@
+"""DropMAE in JAX/Flax."""
