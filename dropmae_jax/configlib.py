@@ -1,0 +1,76 @@
+"""Default pre-training config shared by every file under `configs/`.
+
+Each knob is named as the paper / released code names it. `configs/k700.py`, `configs/k400.py`
+and `configs/demo.py` start from `pretrain_defaults()` and override what differs.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+
+def pretrain_defaults() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.task = "pretrain"                 # what main.py runs
+  c.seed = 0                          # seeds model init, masking, ASAD and the data order
+
+  # --- model (DESIGN.md §1) ---
+  c.model = ml_collections.ConfigDict()
+  c.model.variant = "B/16"            # encoder size/patch: tiny/S/B/L/H + "/patch"
+  c.model.img_size = 224              # input frame side (pixels)
+  c.model.decoder_embed_dim = 512     # decoder width
+  c.model.decoder_depth = 8           # decoder blocks
+  c.model.decoder_num_heads = 16      # decoder heads
+  c.model.decoder_mlp_ratio = 4.0     # decoder MLP hidden = ratio * width
+  c.model.mask_ratio = 0.75           # fraction of the 2n joint tokens hidden from the encoder
+  c.model.masking = "random"          # 'random' (released: joint over both frames) | 'tube' (VideoMAE)
+  c.model.norm_pix_loss = True        # per-patch normalised target (unbiased var, eps 1e-6)
+  c.model.dtype = "bfloat16"          # compute dtype; params stay float32
+  c.model.remat = False               # rematerialise blocks to save memory
+
+  # --- ASAD: adaptive spatial-attention dropout ---
+  c.asad = ml_collections.ConfigDict()
+  c.asad.drop_ratio = 0.1             # P: fraction of the n-1 same-frame keys dropped per query (0 = TwinMAE)
+  c.asad.temporal = "max"             # 'max' (released code) | 'sum' (paper) over the other frame
+  c.asad.in_encoder = False           # also apply ASAD in encoder blocks (paper ablation)
+  c.asad.impl = "reference"           # attention implementation (ops/asad.py)
+
+  # --- data (released K700 recipe) ---
+  c.data = ml_collections.ConfigDict()
+  c.data.format = "video"             # 'video': decode mp4 with PyAV on the fly
+  c.data.root = ""                    # Kinetics-layout folder: ROOT/class_name/*.mp4
+  c.data.list_file = ""               # optional text file of video paths (relative to root), one per line
+  c.data.max_gap = 50                 # 'gap': frame e ~ U{s+1 .. min(T, s+gap)-1}
+  c.data.crop_scale = (0.2, 1.0)      # RandomResizedCrop scale
+  c.data.crop_ratio = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop aspect ratio
+  c.data.hflip = True                 # random horizontal flip, independently per frame
+  c.data.num_workers = 8              # grain worker processes per host (0 = in-process)
+  c.data.prefetch = 2                 # batches buffered per worker
+  c.data.max_retries = 20             # unreadable videos skipped in a row before giving up
+
+  # --- optimisation ---
+  c.batch_size = 4096                 # global batch (pairs) per optimizer step
+  c.accum_steps = 1                   # gradient accumulation micro-steps per optimizer step
+  c.epochs = 800                      # total epochs
+  c.warmup_epochs = 40                # per-step linear warm-up
+  c.blr = 1.5e-4                      # base lr: lr = blr * batch_size / 256
+  c.lr = -1.0                         # absolute lr; < 0 means derive from blr
+  c.min_lr = 0.0                      # floor of the half-cycle cosine
+  c.weight_decay = 0.05               # AdamW decoupled decay (not on 1-D params / biases)
+  c.b1 = 0.9                          # AdamW beta1
+  c.b2 = 0.95                         # AdamW beta2
+  c.grad_clip_norm = 0.0              # 0 = no clipping (released)
+  c.steps_per_epoch = -1              # < 0: len(dataset) // batch_size
+  c.total_steps = -1                  # < 0: epochs * steps_per_epoch
+
+  # --- parallelism ---
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                    # data-parallel axis size (-1 = all remaining devices)
+  c.mesh.fsdp = 1                     # parameter-sharding axis size
+
+  # --- bookkeeping ---
+  c.log_every = 50                    # steps between metrics.jsonl / TensorBoard rows
+  c.ckpt_every = 1000                 # steps between checkpoints
+  c.keep_ckpts = 3                    # checkpoints kept on disk
+  c.figure_every = 5000               # steps between reconstruction PNGs (0 = never)
+  c.max_steps = -1                    # stop after this many steps this run (testing; < 0 = run to the end)
+  return c
