@@ -1,0 +1,160 @@
+"""Adaptive Spatial-Attention Dropout (ASAD): the public op and its plain-jnp reference.
+
+ASAD (DropMAE, CVPR 2023) drops, per (batch, head), K attention cells that lie in a query's *own*
+frame, with probability proportional to how strongly the query attends spatially, scaled by how well
+it already matches the *other* frame. The decoder must then reconstruct from temporal cues.
+
+For attention probabilities P = softmax(S) over L = 2n tokens (frames x and z, n tokens each):
+  t_i  = max_{j in other frame} P_ij + 1e-6       ('max', the released code; 'sum' is the paper's)
+  a_ij = P_ij + 1e-6 for j in i's frame, j != i;  a_ii = 0;   Â_ij = a_ij / Σ_j a_ij
+  W_ij = Â_ij · t_i on those cells, 0 elsewhere
+  draw K = floor(P_drop · (n − 1)) · L distinct cells ∝ W without replacement, set their logits to −∞.
+Sampling without replacement ∝ W is done exactly as Gumbel-top-K: keys log W_ij + G_bhij, keep the K
+largest (ties broken toward the lower flat index i·L + j, `lax.top_k`'s rule). G comes from the
+counter-based hash in `hashing.py`, so other implementations can select bit-identical cells.
+
+Layouts follow Flax: q, k, v are (B, L, H, D).
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from dropmae_jax.ops import hashing
+
+Temporal = Literal["max", "sum"]
+# A finite "minus infinity": exp() of it is exactly 0 in float32, and no row ever becomes all-masked
+# because the diagonal and the other frame are never dropped.
+MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+_EPS = 1e-6  # the released code's additive constant
+
+
+def num_dropped_cells(length: int, drop_ratio: float) -> int:
+  """K = floor(P · (n − 1)) · L for L = 2n tokens (the released `sample_num`)."""
+  return int(drop_ratio * (length // 2 - 1)) * length
+
+
+def halves_frame_ids(batch: int, length: int) -> jax.Array:
+  """(B, L) int32 frame ids for the decoder's layout [x tokens; z tokens]: 0 for x, 1 for z."""
+  ids = (jnp.arange(length) >= length // 2).astype(jnp.int32)
+  return jnp.broadcast_to(ids, (batch, length))
+
+
+def drop_weights(logits: jax.Array, frame_ids: jax.Array, temporal: Temporal = "max") -> jax.Array:
+  """ASAD sampling weights W (B, H, L, L), float32; zero outside same-frame off-diagonal cells.
+
+  Args:
+    logits: (B, H, L, L) scaled attention logits (treated as constants).
+    frame_ids: (B, L) int frame id of each token.
+    temporal: 'max' (released code) or 'sum' (paper) over the other frame's probabilities.
+  """
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  length = logits.shape[-1]
+  same_frame = (frame_ids[:, :, None] == frame_ids[:, None, :])[:, None]  # (B, 1, L, L)
+  other = jnp.where(same_frame, 0.0, probs)
+  if temporal == "max":
+    t = jnp.max(other, axis=-1, keepdims=True) + _EPS
+  elif temporal == "sum":
+    t = jnp.sum(other, axis=-1, keepdims=True) + _EPS
+  else:
+    raise ValueError(f"asad temporal must be 'max' or 'sum', got {temporal!r}")
+  off_diagonal = ~jnp.eye(length, dtype=bool)
+  spatial = jnp.where(same_frame & off_diagonal, probs + _EPS, 0.0)
+  total = jnp.sum(spatial, axis=-1, keepdims=True)
+  spatial = spatial / jnp.where(total > 0, total, 1.0)
+  return spatial * t
+
+
+def drop_mask_reference(logits: jax.Array, seed: jax.Array, *, drop_ratio: float,
+                        frame_ids: jax.Array | None = None, temporal: Temporal = "max",
+                        batch_offset: int = 0) -> jax.Array:
+  """The exact ASAD drop mask, (B, H, L, L) bool, True = dropped. No gradient flows through it.
+
+  Args:
+    logits: (B, H, L, L) attention logits.
+    seed: uint32 scalar; with (b, h, i, j) it fixes every Gumbel variate.
+    drop_ratio: P in the paper; K = floor(P (L/2 − 1)) L cells are dropped per (b, h).
+    frame_ids: (B, L) frame id per token; default: first half frame x, second half frame z.
+    temporal: 'max' | 'sum'.
+    batch_offset: global batch index of row 0, for per-shard calls.
+  """
+  batch, heads, length, _ = logits.shape
+  if frame_ids is None:
+    frame_ids = halves_frame_ids(batch, length)
+  logits = jax.lax.stop_gradient(logits)
+  weights = drop_weights(logits, frame_ids, temporal)
+  gumbel = hashing.cell_gumbel(seed, batch, heads, length, batch_offset=batch_offset)
+  keys = jnp.where(weights > 0, jnp.log(weights) + gumbel, -jnp.inf)
+  k = min(num_dropped_cells(length, drop_ratio), length * length)
+  flat_keys = keys.reshape(batch, heads, length * length)
+  top_keys, top_index = jax.lax.top_k(flat_keys, k)
+  # A cell with zero weight can only be "selected" when fewer than K cells are eligible (short
+  # frames in the encoder ablation); never drop it.
+  chosen = jnp.isfinite(top_keys)
+  mask = jnp.zeros((batch, heads, length * length), bool)
+  b_idx = jnp.arange(batch)[:, None, None]
+  h_idx = jnp.arange(heads)[None, :, None]
+  mask = mask.at[b_idx, h_idx, top_index].set(chosen)
+  return mask.reshape(batch, heads, length, length)
+
+
+def attention_reference(q: jax.Array, k: jax.Array, v: jax.Array,
+                        drop_mask: jax.Array | None = None) -> jax.Array:
+  """Softmax attention in float32 math with an optional boolean drop mask.
+
+  Args:
+    q, k, v: (B, L, H, D).
+    drop_mask: (B, H, L, L) bool, True = logit set to −∞ before the softmax.
+  Returns:
+    (B, L, H, D) in q's dtype.
+  """
+  scale = 1.0 / math.sqrt(q.shape[-1])
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+  if drop_mask is not None:
+    logits = jnp.where(drop_mask, MASK_VALUE, logits)
+  probs = jax.nn.softmax(logits, axis=-1)
+  out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v,
+                   preferred_element_type=jnp.float32)
+  return out.astype(q.dtype)
+
+
+def asad_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, seed: jax.Array,
+                   drop_ratio: float, frame_ids: jax.Array | None = None,
+                   temporal: Temporal = "max", impl: str = "reference") -> jax.Array:
+  """Attention with ASAD: the decoder's attention op.
+
+  Args:
+    q, k, v: (B, L, H, D) with L even (two frames).
+    seed: uint32 scalar that fixes the drop cells (one per layer and step).
+    drop_ratio: P; 0 gives plain attention (TwinMAE).
+    frame_ids: (B, L) frame of each token; default halves [x; z].
+    temporal: 'max' (released) | 'sum' (paper).
+    impl: 'reference' (jnp). Kernels register further names here.
+  Returns:
+    (B, L, H, D).
+  """
+  chex.assert_rank([q, k, v], 4)
+  chex.assert_equal_shape([q, k, v])
+  length = q.shape[1]
+  if frame_ids is None and length % 2:
+    raise ValueError(f"ASAD needs two equal frames: sequence length {length} is odd")
+  if not 0.0 <= drop_ratio < 1.0:
+    raise ValueError(f"ASAD drop_ratio (config.asad.drop_ratio) must be in [0, 1), got {drop_ratio}")
+  if impl != "reference":
+    raise ValueError(f"unknown ASAD impl {impl!r} (config.asad.impl); available: 'reference'")
+  if drop_ratio == 0.0:
+    return plain_attention(q, k, v)
+  scale = 1.0 / math.sqrt(q.shape[-1])
+  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+  mask = drop_mask_reference(logits, seed, drop_ratio=drop_ratio, frame_ids=frame_ids,
+                             temporal=temporal)
+  return attention_reference(q, k, v, mask)
+
+
+def plain_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """Unmasked attention through `jax.nn.dot_product_attention` (cuDNN/XLA picks the fastest)."""
+  return jax.nn.dot_product_attention(q, k, v)
