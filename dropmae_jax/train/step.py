@@ -1,0 +1,108 @@
+"""The pure training step: `train_step(state, batch, rng) -> (state, metrics)`.
+
+Everything the step needs lives in `TrainState` (a pytree), so the step can be jitted, donated,
+sharded and checkpointed as one value.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from dropmae_jax.models import mae
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array          # () int32, optimizer steps taken
+  params: Any              # float32 parameter pytree
+  opt_state: Any           # optax state
+  rng: jax.Array           # (2,) uint32 raw key data of the run's base key (per-step keys fold in `step`)
+
+
+def create_state(model: mae.DropMAE, tx: optax.GradientTransformation, seed: int,
+                 sample_frames: jax.Array) -> TrainState:
+  """Initialise parameters and optimizer state. sample_frames: (B, 2, H, W, 3) for shapes only."""
+  base = jax.random.key(seed)
+  init_rng, run_rng = jax.random.split(base)
+  params_rng, masking_rng, asad_rng = jax.random.split(init_rng, 3)
+  variables = model.init({"params": params_rng, "masking": masking_rng, "asad": asad_rng},
+                         sample_frames)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=jax.random.key_data(run_rng))
+
+
+def step_rng(state: TrainState) -> jax.Array:
+  """The step's key: a pure function of the run key and the step (so resume replays it)."""
+  return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+
+def _micro_batches(frames: jax.Array, accum_steps: int) -> jax.Array:
+  """(B, ...) -> (accum, B / accum, ...); sample b goes to micro-batch b % accum.
+
+  Interleaving keeps the batch axis (the sharded one) intact within each micro-batch.
+  """
+  b = frames.shape[0]
+  x = frames.reshape(b // accum_steps, accum_steps, *frames.shape[1:])
+  return jnp.swapaxes(x, 0, 1)
+
+
+def make_train_step(model: mae.DropMAE, tx: optax.GradientTransformation,
+                    lr_schedule: optax.Schedule, *, accum_steps: int = 1,
+                    norm_pix_loss: bool = True) -> Callable:
+  """Build the pure step for this model/optimizer (jit it with the run's shardings)."""
+  patch = model.patch_size
+
+  def loss_fn(params, frames_uint8, rng):
+    masking_rng, asad_rng = jax.random.split(rng)
+    frames = mae.normalize_frames(frames_uint8)
+    out = model.apply({"params": params}, frames,
+                      rngs={"masking": masking_rng, "asad": asad_rng})
+    return mae.reconstruction_loss(frames, out, patch, norm_pix_loss)
+
+  grad_fn = jax.value_and_grad(loss_fn)
+
+  def train_step(state: TrainState, batch: dict, rng: jax.Array):
+    """batch['frames']: (B, 2, H, W, 3) uint8. Returns the new state and scalar metrics."""
+    frames = batch["frames"]
+    if accum_steps == 1:
+      loss, grads = grad_fn(state.params, frames, rng)
+    else:
+      def accumulate(carry, xs):
+        loss_sum, grad_sum = carry
+        micro, k = xs
+        loss, grads = grad_fn(state.params, micro, jax.random.fold_in(rng, k))
+        return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (loss, grads), _ = jax.lax.scan(
+          accumulate, (jnp.zeros((), jnp.float32), zeros),
+          (_micro_batches(frames, accum_steps), jnp.arange(accum_steps)))
+      loss, grads = loss / accum_steps, jax.tree.map(lambda g: g / accum_steps, grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": loss,
+        "grad_norm": optax.global_norm(grads),
+        "param_norm": optax.global_norm(params),
+        "lr": lr_schedule(state.step),
+    }
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_reconstruct(model: mae.DropMAE) -> Callable:
+  """`reconstruct(params, frames_uint8, rng) -> (frames_normalised, MaeOutput)` for figures."""
+
+  def reconstruct(params, frames_uint8, rng):
+    masking_rng, asad_rng = jax.random.split(rng)
+    frames = mae.normalize_frames(frames_uint8)
+    out = model.apply({"params": params}, frames, rngs={"masking": masking_rng, "asad": asad_rng})
+    return frames, out
+
+  return reconstruct
