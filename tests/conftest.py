@@ -10,3 +10,38 @@ from absl import flags  # noqa: E402
 # grain's multiprocess prefetch reads an absl flag; outside app.run the flags are unparsed.
 if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
+
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def write_video(path, num_frames: int, height: int = 96, width: int = 128, seed: int = 0):
+  """A real H.264 mp4 of a bright square drifting over noise (PyAV)."""
+  import av
+  rng = np.random.default_rng(seed)
+  background = rng.integers(0, 120, (height, width, 3), dtype=np.uint8)
+  with av.open(str(path), mode="w") as container:
+    stream = container.add_stream("libx264", rate=25)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    for t in range(num_frames):
+      img = background.copy()
+      y, x = (5 + 2 * t) % (height - 24), (7 + 3 * t) % (width - 24)
+      img[y:y + 24, x:x + 24] = (250, 200 - 4 * t % 200, 40)
+      for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+
+
+@pytest.fixture(scope="session")
+def video_tree(tmp_path_factory):
+  """Kinetics-shaped tree: 3 classes x 2 clips of 12-30 frames, plus one corrupt file."""
+  root = tmp_path_factory.mktemp("kinetics")
+  for c in range(3):
+    (root / f"class_{c}").mkdir()
+    for k in range(2):
+      write_video(root / f"class_{c}" / f"clip_{k}.mp4", num_frames=12 + 6 * (2 * c + k),
+                  seed=10 * c + k)
+  (root / "class_0" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
+  return str(root)
