@@ -63,7 +63,8 @@ def initial_state(config):
 
 
 @pytest.mark.parametrize("data,fsdp,accum", [(8, 1, 1), (4, 2, 2)])
-def test_sharded_run_matches_one_device(data, fsdp, accum):
+def test_sharded_run_matches_one_device(data, fsdp, accum, monkeypatch):
+  monkeypatch.setattr(sharding, "MIN_FSDP_ELEMENTS", 1024)  # shard even this tiny model
   if jax.device_count() < 8:
     pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
   config = tiny_config()

