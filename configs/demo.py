@@ -20,10 +20,10 @@ def get_config():
   c.model.dtype = "float32"          # bf16 matmuls are slow on CPUs
   c.batch_size = 16
   c.steps_per_epoch = 10             # 4 videos cannot define an epoch; count 10 steps as one
-  c.epochs = 30
-  c.warmup_epochs = 3
+  c.epochs = 100                     # 1000 steps: a few minutes on 2 CPU cores
+  c.warmup_epochs = 5
   c.blr = 1.5e-3 * 256 / 16          # lr 1.5e-3: a tiny model on a tiny batch wants a larger lr
   c.log_every = 10
-  c.ckpt_every = 100
-  c.figure_every = 100
+  c.ckpt_every = 250
+  c.figure_every = 250
   return c

@@ -16,8 +16,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-def write_video(path, num_frames: int, height: int = 96, width: int = 128, seed: int = 0):
-  """A real H.264 mp4 of a bright square drifting over noise (PyAV)."""
+def write_video(path, num_frames: int, height: int = 48, width: int = 64, seed: int = 0):
+  """A real H.264 clip (container by extension) of a square drifting over noise: frames differ."""
   import av
   rng = np.random.default_rng(seed)
   background = rng.integers(0, 120, (height, width, 3), dtype=np.uint8)
@@ -26,8 +26,9 @@ def write_video(path, num_frames: int, height: int = 96, width: int = 128, seed:
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     for t in range(num_frames):
       img = background.copy()
-      y, x = (5 + 2 * t) % (height - 24), (7 + 3 * t) % (width - 24)
-      img[y:y + 24, x:x + 24] = (250, 200 - 4 * t % 200, 40)
+      side = height // 4
+      y, x = (5 + 2 * t) % (height - side), (7 + 3 * t) % (width - side)
+      img[y:y + side, x:x + side] = (250, 200 - 4 * t % 200, 40)
       for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
         container.mux(packet)
     for packet in stream.encode():
@@ -42,6 +43,6 @@ def video_tree(tmp_path_factory):
     (root / f"class_{c}").mkdir()
     for k in range(2):
       write_video(root / f"class_{c}" / f"clip_{k}.mp4", num_frames=12 + 6 * (2 * c + k),
-                  seed=10 * c + k)
+                  height=96, width=128, seed=10 * c + k)
   (root / "class_0" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
   return str(root)

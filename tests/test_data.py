@@ -18,25 +18,9 @@ from dropmae_jax.data import pipeline
 from dropmae_jax.data import samples
 from dropmae_jax.data import transforms
 from dropmae_jax.data import video
+from conftest import write_video
 
 IMG = 32   # small output side keeps the pipeline tests fast
-
-
-def _write_clip(path, num_frames: int, height: int = 48, width: int = 64, seed: int = 0):
-  """A real H.264 clip (mp4 or mkv by extension) whose frames all differ."""
-  rng = np.random.default_rng(seed)
-  base = rng.integers(0, 200, (height, width, 3), dtype=np.uint8)
-  with av.open(str(path), mode="w") as container:
-    stream = container.add_stream("libx264", rate=25)
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    for t in range(num_frames):
-      img = base.copy()
-      y, x = (2 * t) % (height - 8), (3 * t) % (width - 8)
-      img[y:y + 8, x:x + 8] = 255   # a moving square: every frame differs
-      for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-        container.mux(packet)
-    for packet in stream.encode():
-      container.mux(packet)
 
 
 def _decode_all(path) -> np.ndarray:
@@ -65,7 +49,7 @@ def small_root(tmp_path_factory):
   root = tmp_path_factory.mktemp("small")
   for k in range(8):
     (root / f"class_{k % 4}").mkdir(exist_ok=True)
-    _write_clip(root / f"class_{k % 4}" / f"clip_{k}.mp4", num_frames=10 + 3 * k, seed=k)
+    write_video(root / f"class_{k % 4}" / f"clip_{k}.mp4", num_frames=10 + 3 * k, seed=k)
   return str(root)
 
 
@@ -75,9 +59,9 @@ def broken_root(tmp_path_factory):
   root = tmp_path_factory.mktemp("broken")
   for name in ("good", "bad", "single"):
     (root / name).mkdir()
-  _write_clip(root / "good" / "a.mp4", num_frames=20, seed=1)
-  _write_clip(root / "good" / "b.mp4", num_frames=15, seed=2)
-  _write_clip(root / "single" / "one.mp4", num_frames=1, seed=3)
+  write_video(root / "good" / "a.mp4", num_frames=20, seed=1)
+  write_video(root / "good" / "b.mp4", num_frames=15, seed=2)
+  write_video(root / "single" / "one.mp4", num_frames=1, seed=3)
   (root / "bad" / "random.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
   (root / "bad" / "empty.mp4").write_bytes(b"")
   return str(root)
@@ -145,7 +129,7 @@ def test_read_frames_equals_full_decode(sample_root):
 
 def test_count_without_container_count(tmp_path):
   path = tmp_path / "clip.mkv"
-  _write_clip(path, num_frames=9)
+  write_video(path, num_frames=9)
   with av.open(str(path)) as container:
     assert container.streams.video[0].frames == 0   # mkv does not store a count
   assert video.count_frames(str(path)) == 9
