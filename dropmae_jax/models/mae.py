@@ -15,12 +15,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from dropmae_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from dropmae_jax.models import masking
 from dropmae_jax.models import vit
 from dropmae_jax.ops import asad as asad_ops
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 NORM_PIX_EPS = 1e-6
 
 
