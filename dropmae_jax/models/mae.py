@@ -176,13 +176,18 @@ class DropMAE(nn.Module):
     x = self.decoder_norm(x)
     return self.decoder_pred(x).astype(jnp.float32)
 
-  def __call__(self, frames: jax.Array) -> MaeOutput:
-    """frames: (B, 2, H, W, 3) ImageNet-normalised float. Needs RNGs 'masking' (and 'asad')."""
+  def __call__(self, frames: jax.Array, plan: masking.MaskPlan | None = None) -> MaeOutput:
+    """frames: (B, 2, H, W, 3) ImageNet-normalised float -> predictions and mask.
+
+    Draws the mask from the 'masking' RNG unless `plan` is given (parity tests, visualisation);
+    ASAD needs the 'asad' RNG.
+    """
     chex.assert_rank(frames, 5)
     chex.assert_axis_dimension(frames, 1, 2)
     tokens = self.embed_pair(frames)
-    plan = masking.make_plan(self.make_rng("masking"), tokens.shape[0], self.tokens_per_frame,
-                             self.mask_ratio, self.masking)
+    if plan is None:
+      plan = masking.make_plan(self.make_rng("masking"), tokens.shape[0], self.tokens_per_frame,
+                               self.mask_ratio, self.masking)
     latent = self.encode(tokens, plan)
     return MaeOutput(pred=self.decode(latent, plan), mask=plan.mask)
 

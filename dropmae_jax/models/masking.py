@@ -18,7 +18,7 @@ class MaskPlan(NamedTuple):
   mask: jax.Array         # (B, 2n) float32, 1 = hidden
 
 
-def _plan_from_shuffle(ids_shuffle: jax.Array, n_keep: int) -> MaskPlan:
+def plan_from_shuffle(ids_shuffle: jax.Array, n_keep: int) -> MaskPlan:
   """ids_shuffle (B, L): a permutation whose first n_keep entries are the visible tokens."""
   ids_restore = jnp.argsort(ids_shuffle, axis=1).astype(jnp.int32)
   length = ids_shuffle.shape[1]
@@ -33,7 +33,7 @@ def random_plan(rng: jax.Array, batch: int, tokens_per_frame: int, mask_ratio: f
   length = 2 * tokens_per_frame
   n_keep = int(length * (1 - mask_ratio))
   noise = jax.random.uniform(rng, (batch, length))
-  return _plan_from_shuffle(jnp.argsort(noise, axis=1), n_keep)
+  return plan_from_shuffle(jnp.argsort(noise, axis=1), n_keep)
 
 
 def tube_plan(rng: jax.Array, batch: int, tokens_per_frame: int, mask_ratio: float) -> MaskPlan:
@@ -43,7 +43,7 @@ def tube_plan(rng: jax.Array, batch: int, tokens_per_frame: int, mask_ratio: flo
   order = jnp.argsort(jax.random.uniform(rng, (batch, n)), axis=1)
   keep, hide = order[:, :keep_per_frame], order[:, keep_per_frame:]
   ids_shuffle = jnp.concatenate([keep, keep + n, hide, hide + n], axis=1)
-  return _plan_from_shuffle(ids_shuffle, 2 * keep_per_frame)
+  return plan_from_shuffle(ids_shuffle, 2 * keep_per_frame)
 
 
 def make_plan(rng: jax.Array, batch: int, tokens_per_frame: int, mask_ratio: float,

@@ -141,6 +141,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info("resumed from step %d", latest)
   else:
     state = jax.jit(create, out_shardings=state_shardings)()
+    if config.init_from:
+      state = _load_initial_params(state, config.init_from, state_shardings)
 
   step_fn = step_lib.make_train_step(model, tx, lr_schedule, accum_steps=config.accum_steps,
                                      norm_pix_loss=config.model.norm_pix_loss)
@@ -227,6 +229,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if hasattr(data_iter, "close"):
       data_iter.close()
   return logged
+
+
+def _load_initial_params(state: step_lib.TrainState, path: str, shardings) -> step_lib.TrainState:
+  """Replace freshly initialised params by those of an imported checkpoint or another workdir."""
+  from dropmae_jax.convert import io as convert_io  # only runs that start from weights need it
+  loaded, _ = convert_io.load_params(path)
+  want = jax.tree.map(lambda x: x.shape, state.params)
+  got = jax.tree.map(lambda x: x.shape, loaded)
+  if want != got:
+    raise ValueError(f"config.init_from={path!r}: its parameters do not fit this config's model "
+                     f"(check config.model.*); first differences: "
+                     f"{_first_differences(want, got)}")
+  logging.info("initialised parameters from %s", path)
+  return state.replace(params=jax.device_put(loaded, shardings.params))
+
+
+def _first_differences(want, got, limit: int = 5) -> list[str]:
+  from dropmae_jax.convert import layout
+  a, b = layout.flatten(want), layout.flatten(got)
+  keys = sorted(set(a) | set(b))
+  return ["/".join(k) + f": model {a.get(k)} vs file {b.get(k)}" for k in keys
+          if a.get(k) != b.get(k)][:limit]
 
 
 def _save_figure(config, model, reconstruct, state, frames_uint8: jax.Array, step_no: int,

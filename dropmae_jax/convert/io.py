@@ -1,0 +1,126 @@
+"""Reading and writing the files on both sides: PyTorch .pth / safetensors, our orbax checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from dropmae_jax import configlib
+from dropmae_jax.models import vit
+
+PARAMS_DIR = "params"          # an imported checkpoint: DIR/params (orbax) + DIR/config.json
+CONFIG_FILE = "config.json"
+
+
+class ConvertError(ValueError):
+  """A file that cannot be converted; the message names the file and the problem."""
+
+
+def _torch():
+  try:
+    import torch
+  except ImportError as e:
+    raise ConvertError("reading/writing .pth needs PyTorch: pip install 'dropmae_jax[torch]'") from e
+  return torch
+
+
+def read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
+  """A released .pth ({'model': state_dict, ...} or a bare state dict) -> key -> float32 numpy."""
+  if not os.path.isfile(path):
+    raise ConvertError(f"{path}: no such file")
+  if path.endswith(".safetensors"):
+    from safetensors.numpy import load_file
+    return {k: v.astype(np.float32) for k, v in load_file(path).items()}
+  torch = _torch()
+  try:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # torch raises many types for truncated / foreign pickles
+    raise ConvertError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+  state = blob.get("model", blob) if isinstance(blob, dict) else None
+  if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+    raise ConvertError(f"{path}: expected {{'model': state_dict}} or a state dict of tensors, "
+                       f"found {type(blob).__name__} with keys {list(blob)[:8] if isinstance(blob, dict) else ''}")
+  return {k: v.detach().float().cpu().numpy() for k, v in state.items()}
+
+
+def write_torch_state_dict(state: dict[str, np.ndarray], path: str) -> None:
+  """{'model': state_dict} with float32 tensors (.pth), or a flat safetensors file."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+  tmp = path + ".tmp"
+  if path.endswith(".safetensors"):
+    from safetensors.numpy import save_file
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}, tmp)
+  else:
+    torch = _torch()
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in state.items()}
+    torch.save({"model": tensors}, tmp)
+  os.replace(tmp, path)  # never a half-written export
+
+
+def infer_model_config(state: dict[str, np.ndarray]) -> ml_collections.ConfigDict:
+  """Pre-training config whose model matches a released state dict's shapes."""
+  config = configlib.pretrain_defaults()
+  proj = state["patch_embed.proj.weight"]
+  width, patch = proj.shape[0], proj.shape[-1]
+  depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+  names = [n for n, s in vit.VIT_SIZES.items() if (s.width, s.depth) == (width, depth)]
+  if not names:
+    raise ConvertError(f"no known ViT size has width {width} and depth {depth}")
+  config.model.variant = f"{names[0]}/{patch}"
+  if "pos_embed" in state:
+    grid = int(round(np.sqrt(state["pos_embed"].shape[1] - 1)))
+    config.model.img_size = grid * patch
+  if "decoder_embed.weight" in state:
+    d = state["decoder_embed.weight"].shape[0]
+    config.model.decoder_embed_dim = d
+    config.model.decoder_depth = len({k.split(".")[1] for k in state
+                                      if k.startswith("decoder_blocks.")})
+    fc1 = state.get("decoder_blocks.0.mlp.fc1.weight")
+    if fc1 is not None:
+      config.model.decoder_mlp_ratio = fc1.shape[0] / d
+  return config
+
+
+def save_params(directory: str, params, config: ml_collections.ConfigDict) -> str:
+  """DIR/params (orbax) + DIR/config.json: what `config.init_from` and `export` read."""
+  directory = os.path.abspath(directory)
+  os.makedirs(directory, exist_ok=True)
+  target = os.path.join(directory, PARAMS_DIR)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(target, {"params": params}, force=True)
+  checkpointer.wait_until_finished()
+  with open(os.path.join(directory, CONFIG_FILE), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  return directory
+
+
+def load_params(path: str) -> tuple[dict, ml_collections.ConfigDict]:
+  """Params (numpy) and config from an imported DIR or a training WORKDIR (latest checkpoint)."""
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, PARAMS_DIR)):
+    params = ocp.StandardCheckpointer().restore(os.path.join(path, PARAMS_DIR))["params"]
+    with open(os.path.join(path, CONFIG_FILE)) as f:
+      config_json = f.read()
+  elif os.path.isdir(os.path.join(path, "checkpoints")):
+    manager = ocp.CheckpointManager(os.path.join(path, "checkpoints"))
+    step = manager.latest_step()
+    if step is None:
+      raise ConvertError(f"{path}/checkpoints holds no finished checkpoint")
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                             meta=ocp.args.JsonRestore()))
+    params, config_json = restored["state"]["params"], restored["meta"]["config"]
+    manager.close()
+  else:
+    raise ConvertError(f"{path}: neither an imported checkpoint (DIR/{PARAMS_DIR}) nor a "
+                       "training workdir (WORKDIR/checkpoints)")
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  return _to_numpy(params), config
+
+
+def _to_numpy(tree):
+  if isinstance(tree, dict):
+    return {k: _to_numpy(v) for k, v in tree.items()}
+  return np.asarray(tree)
