@@ -37,7 +37,7 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
 
   # --- data (released K700 recipe) ---
   c.data = ml_collections.ConfigDict()
-  c.data.format = "video"             # 'video': decode mp4 with PyAV on the fly
+  c.data.format = "video"             # 'video': decode files with PyAV on the fly | 'frames': a frame store (build_frame_store)
   c.data.root = ""                    # Kinetics-layout folder: ROOT/class_name/*.mp4
   c.data.list_file = ""               # optional text file of video paths (relative to root), one per line
   c.data.max_gap = 50                 # 'gap': frame e ~ U{s+1 .. min(T, s+gap)-1}

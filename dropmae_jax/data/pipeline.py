@@ -52,6 +52,27 @@ class VideoIndexSource:
     return f"VideoIndexSource(num_videos={self._n})"
 
 
+class VideoFiles:
+  """Reader over video files (decoded on the fly with PyAV); same interface as FrameStore."""
+
+  def __init__(self, paths: list[str]):
+    self._paths = list(paths)
+
+  def __len__(self) -> int:
+    return len(self._paths)
+
+  def read_sampled_frames(self, i: int, choose) -> tuple[np.ndarray, tuple[int, ...]]:
+    return video.read_sampled_frames(self._paths[i], choose)
+
+  def describe(self, i: int) -> str:
+    return self._paths[i]
+
+
+def as_reader(paths_or_reader):
+  """A list of video paths becomes VideoFiles; a FrameStore (or any reader) passes through."""
+  return VideoFiles(paths_or_reader) if isinstance(paths_or_reader, (list, tuple)) else paths_or_reader
+
+
 @dataclasses.dataclass(frozen=True)
 class PairRecipe:
   """What each item is made of (a frozen dataclass: picklable into grain workers)."""
@@ -79,23 +100,22 @@ class FramePairSampler(grain.transforms.RandomMap):
   Only more than `max_retries` failures in a row raise: a single bad file never ends a run.
   """
 
-  def __init__(self, paths: list[str], recipe: PairRecipe, process_index: int = 0,
-               process_count: int = 1):
-    self._paths = list(paths)
+  def __init__(self, paths, recipe: PairRecipe, process_index: int = 0, process_count: int = 1):
+    self._reader = as_reader(paths)
     self._recipe = recipe
     self._first = process_index
     self._stride = process_count
-    self._shard_size = len(range(process_index, len(self._paths), process_count))
+    self._shard_size = len(range(process_index, len(self._reader), process_count))
 
   def random_map(self, element: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     r = self._recipe
     index = int(element)
     failures: list[str] = []
     while True:
-      path = self._paths[index]
+      path = self._reader.describe(index)
       try:
-        pair, (s, e) = video.read_sampled_frames(
-            path, lambda t: transforms.sample_frame_pair(t, r.max_gap, rng))
+        pair, (s, e) = self._reader.read_sampled_frames(
+            index, lambda t: transforms.sample_frame_pair(t, r.max_gap, rng))
         break
       except video.VideoDecodeError as err:
         logging.warning("skipping unreadable video (%d in a row): %s", len(failures) + 1, err)
@@ -120,7 +140,7 @@ def _ensure_absl_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
-def make_dataset(data_cfg: ml_collections.ConfigDict, paths: list[str], *, img_size: int,
+def make_dataset(data_cfg: ml_collections.ConfigDict, paths, *, img_size: int,
                  per_host_batch: int, seed: int, process_index: int = 0,
                  process_count: int = 1) -> grain.IterDataset:
   """This host's pipeline as a grain IterDataset of batches (format: module docstring).
@@ -128,7 +148,8 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, paths: list[str], *, img_s
   Args:
     data_cfg: `config.data` (max_gap, crop_scale, crop_ratio, hflip, max_retries, num_workers,
       prefetch, read_threads, read_buffer).
-    paths: every host's full video list (`index.list_videos`); `video_index` refers to it.
+    paths: every host's full video list (`index.list_videos`) or a `FrameStore`;
+      `video_index` refers to it.
     img_size: S, the side of the output frames (`config.model.img_size`).
     per_host_batch: b, items per batch on this host (global batch / process_count).
     seed: pipeline seed (order, frame pairs, crops, flips).
@@ -143,6 +164,7 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, paths: list[str], *, img_s
     raise ValueError(f"per_host_batch must be >= 1, got {per_host_batch}")
   recipe = PairRecipe.from_config(data_cfg, img_size)
   sampler = FramePairSampler(paths, recipe, process_index, process_count)
+  paths = as_reader(paths)
   ds = (grain.MapDataset.source(VideoIndexSource(len(paths)))
         .seed(seed)
         [process_index::process_count]
@@ -163,7 +185,7 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, paths: list[str], *, img_s
   return ds
 
 
-def make_train_iterator(data_cfg: ml_collections.ConfigDict, paths: list[str], *,
+def make_train_iterator(data_cfg: ml_collections.ConfigDict, paths, *,
                         img_size: int, per_host_batch: int, seed: int, process_index: int = 0,
                         process_count: int = 1) -> grain.DatasetIterator:
   """`iter(make_dataset(...))`: a grain DatasetIterator with get_state/set_state.

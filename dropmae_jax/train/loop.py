@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from dropmae_jax.data import frame_store
 from dropmae_jax.data import index as data_index
 from dropmae_jax.data import pipeline as data_pipeline
 from dropmae_jax.data import samples
@@ -58,6 +59,16 @@ def resolve_data_root(root: str, workdir: str) -> str:
   if root.startswith("bundled:"):
     raise ValueError(f"config.data.root={root!r}: the only bundled set is {BUNDLED_ROOT!r}")
   return root
+
+
+def open_videos(data_config: ml_collections.ConfigDict, workdir: str):
+  """The run's videos: a list of files ('video') or a FrameStore ('frames')."""
+  if data_config.format == "video":
+    return data_index.list_videos(resolve_data_root(data_config.root, workdir),
+                                  data_config.list_file)
+  if data_config.format == "frames":
+    return frame_store.FrameStore(data_config.root)
+  raise ValueError(f"config.data.format must be 'video' or 'frames', got {data_config.format!r}")
 
 
 def plan_run(config: ml_collections.ConfigDict, num_videos: int) -> RunPlan:
@@ -108,8 +119,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """Runs pre-training into `workdir`. Returns the last logged metrics."""
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  paths = data_index.list_videos(resolve_data_root(config.data.root, workdir),
-                                 config.data.list_file)
+  paths = open_videos(config.data, workdir)
   plan = plan_run(config, len(paths))
   logging.info("%d videos, %d steps/epoch, %d steps in all, %d pairs/host/step",
                plan.num_videos, plan.steps_per_epoch, plan.total_steps, plan.per_host_batch)

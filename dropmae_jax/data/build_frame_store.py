@@ -1,0 +1,124 @@
+"""Build a frame store (see frame_store.py) from a Kinetics-layout folder.
+
+  python -m dropmae_jax.data.build_frame_store --src /data/kinetics700/train --out /data/k700_frames
+      [--short_side 256] [--quality 90] [--videos_per_shard 256] [--workers N] [--list_file F]
+
+Parallel over shards with a progress bar; resumable (finished shards are kept, so re-running the
+same command after an interruption only does what is left); unreadable videos are skipped and
+listed in OUT/report.json. Train on it with --config.data.format=frames --config.data.root=OUT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+
+import tqdm
+
+from dropmae_jax.data import frame_store
+from dropmae_jax.data import index
+from dropmae_jax.data import video
+
+
+def _write_atomic_json(path: str, payload) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, indent=1)
+  os.replace(tmp, path)
+
+
+def write_shard(job: tuple) -> dict:
+  """Encode one shard's videos into OUT/shard-XXXXX.array_record (+ its .json manifest)."""
+  shard, paths, src, out, short_side, quality = job
+  from array_record.python.array_record_module import ArrayRecordWriter
+  name = frame_store.shard_name(shard)
+  final = os.path.join(out, name + ".array_record")
+  tmp = final + ".tmp"
+  writer = ArrayRecordWriter(tmp, "group_size:1")
+  written, skipped, frames = [], [], 0
+  for path in paths:
+    try:
+      record = frame_store.encode_video(path, src, short_side, quality)
+    except video.VideoDecodeError as e:
+      skipped.append({"path": os.path.relpath(path, src), "error": str(e)})
+      continue
+    writer.write(record)
+    written.append(os.path.relpath(path, src))
+    frames += len(frame_store.decode_record(record)["frames"])
+  writer.close()
+  os.replace(tmp, final)
+  manifest = {"shard": shard, "file": os.path.basename(final), "records": len(written),
+              "videos": written, "skipped": skipped, "frames": frames,
+              "bytes": os.path.getsize(final)}
+  _write_atomic_json(os.path.join(out, name + ".json"), manifest)  # written last: shard is done
+  return manifest
+
+
+def build(src: str, out: str, *, short_side: int = 256, quality: int = 90,
+          videos_per_shard: int = 256, workers: int | None = None, list_file: str = "",
+          progress: bool = True) -> dict:
+  """Builds (or finishes building) the store; returns the index written to OUT/index.json."""
+  paths = index.list_videos(src, list_file)
+  os.makedirs(out, exist_ok=True)
+  jobs = []
+  for shard, start in enumerate(range(0, len(paths), videos_per_shard)):
+    if not os.path.isfile(os.path.join(out, frame_store.shard_name(shard) + ".json")):
+      jobs.append((shard, paths[start:start + videos_per_shard], src, out, short_side, quality))
+  num_shards = -(-len(paths) // videos_per_shard)
+  workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+  bar = tqdm.tqdm(total=num_shards, initial=num_shards - len(jobs), unit="shard",
+                  disable=not progress, desc="frame store")
+  if workers == 1:
+    for job in jobs:
+      write_shard(job)
+      bar.update()
+  else:
+    # fork: the workers need nothing but this module, and callers need no __main__ guard.
+    context = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(context).Pool(workers) as pool:
+      for _ in pool.imap_unordered(write_shard, jobs):
+        bar.update()
+  bar.close()
+  manifests = []
+  for shard in range(num_shards):
+    with open(os.path.join(out, frame_store.shard_name(shard) + ".json")) as f:
+      manifests.append(json.load(f))
+  skipped = [s for m in manifests for s in m["skipped"]]
+  _write_atomic_json(os.path.join(out, frame_store.REPORT_FILE),
+                     {"skipped_videos": len(skipped), "skipped": skipped})
+  store_index = {
+      "num_videos": sum(m["records"] for m in manifests),
+      "num_frames": sum(m["frames"] for m in manifests),
+      "bytes": sum(m["bytes"] for m in manifests),
+      "skipped_videos": len(skipped),
+      "short_side": short_side, "quality": quality, "source": os.path.abspath(src),
+      "shards": [{"file": m["file"], "records": m["records"]} for m in manifests],
+  }
+  _write_atomic_json(os.path.join(out, frame_store.INDEX_FILE), store_index)
+  return store_index
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m dropmae_jax.data.build_frame_store",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("--src", required=True, help="Kinetics-layout folder (class/*.mp4)")
+  parser.add_argument("--out", required=True, help="frame store folder")
+  parser.add_argument("--list_file", default="", help="optional list of videos under --src")
+  parser.add_argument("--short_side", type=int, default=256, help="frames resized to this short side")
+  parser.add_argument("--quality", type=int, default=90, help="JPEG quality")
+  parser.add_argument("--videos_per_shard", type=int, default=256)
+  parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+  args = parser.parse_args(argv)
+  result = build(args.src, args.out, short_side=args.short_side, quality=args.quality,
+                 videos_per_shard=args.videos_per_shard, workers=args.workers,
+                 list_file=args.list_file)
+  print(f"{result['num_videos']} videos, {result['num_frames']} frames, "
+        f"{result['bytes'] / 2**20:.1f} MiB in {len(result['shards'])} shards; "
+        f"{result['skipped_videos']} skipped (see {os.path.join(args.out, frame_store.REPORT_FILE)})")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,118 @@
+"""A Kinetics frame store: every video's frames as JPEGs, one ArrayRecord record per video.
+
+Why: decoding a random frame pair from an mp4 means decoding every frame before it (tens of ms of
+CPU); a JPEG store decodes exactly the two frames it needs. Why ArrayRecord written directly
+rather than a TFDS builder: TFDS's `Image` feature encodes through TensorFlow, a multi-GB
+dependency for what is a list of JPEG byte strings; ArrayRecord is what TFDS writes underneath and
+grain reads it natively (`grain.sources.ArrayRecordDataSource`), with no TensorFlow anywhere.
+
+Layout of OUT/:
+  shard-00000.array_record ...   records: msgpack {'path', 'fps', 'height', 'width', 'frames': [jpeg]}
+  shard-00000.json ...           per-shard manifest: videos written and videos skipped (with why)
+  index.json                     shard list, record counts, settings (written last: the store is
+                                 complete when it exists)
+  report.json                    every skipped video and the reason
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import msgpack
+import numpy as np
+from PIL import Image
+
+from dropmae_jax.data import video
+
+INDEX_FILE = "index.json"
+REPORT_FILE = "report.json"
+
+
+def shard_name(i: int) -> str:
+  return f"shard-{i:05d}"
+
+
+def encode_video(path: str, root: str, short_side: int, quality: int) -> bytes:
+  """One video -> a msgpack record of JPEG frames resized to `short_side`. Raises VideoDecodeError."""
+  import av
+  frames, fps, size = [], 0.0, (0, 0)
+  try:
+    with av.open(path, metadata_errors="ignore") as container:
+      if not container.streams.video:
+        raise video.VideoDecodeError(f"{path}: no video stream")
+      stream = container.streams.video[0]
+      fps = float(stream.average_rate or 0.0)
+      for frame in container.decode(stream):
+        img = frame.to_image()
+        w, h = img.size
+        k = short_side / min(w, h)
+        if k < 1.0:  # never upscale: the crops downstream resample anyway
+          img = img.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BICUBIC)
+        size = img.size
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality)
+        frames.append(buf.getvalue())
+  except (av.FFmpegError, OSError, ValueError) as e:
+    if not frames:
+      raise video.VideoDecodeError(f"{path}: {type(e).__name__}: {e}") from e
+    # A truncated tail: keep the frames that decoded (as on-the-fly decoding would).
+  if not frames:
+    raise video.VideoDecodeError(f"{path}: no frames")
+  return msgpack.packb({"path": os.path.relpath(path, root), "fps": fps, "width": size[0],
+                        "height": size[1], "frames": frames})
+
+
+def decode_record(record: bytes) -> dict:
+  return msgpack.unpackb(record)
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+  with Image.open(io.BytesIO(data)) as img:
+    return np.asarray(img.convert("RGB"))
+
+
+class FrameStore:
+  """Read side: `len(store)` videos; `read_sampled_frames(i, choose)` like `video.read_sampled_frames`.
+
+  Picklable (grain workers): the ArrayRecord readers open lazily in each process.
+  """
+
+  def __init__(self, directory: str):
+    self.directory = os.path.abspath(directory)
+    index_path = os.path.join(self.directory, INDEX_FILE)
+    if not os.path.isfile(index_path):
+      raise FileNotFoundError(
+          f"config.data.root={directory!r} is not a finished frame store (no {INDEX_FILE}); "
+          "build one with python -m dropmae_jax.data.build_frame_store --src VIDEOS --out DIR")
+    with open(index_path) as f:
+      self.index = json.load(f)
+    self._shards = [os.path.join(self.directory, s["file"]) for s in self.index["shards"]
+                    if s["records"] > 0]
+    self._source = None
+    if not self._shards:
+      raise ValueError(f"frame store {directory!r} holds no videos (see its {REPORT_FILE})")
+
+  def __len__(self) -> int:
+    return int(self.index["num_videos"])
+
+  def __getstate__(self):
+    return {**self.__dict__, "_source": None}
+
+  def _records(self):
+    if self._source is None:
+      import grain
+      self._source = grain.sources.ArrayRecordDataSource(self._shards)
+    return self._source
+
+  def record(self, i: int) -> dict:
+    return decode_record(self._records()[int(i)])
+
+  def read_sampled_frames(self, i: int, choose) -> tuple[np.ndarray, tuple[int, ...]]:
+    """choose(num_frames) -> frame indices; returns (uint8 (k, H, W, 3), indices)."""
+    rec = self.record(i)
+    indices = tuple(int(t) for t in choose(len(rec["frames"])))
+    return np.stack([decode_jpeg(rec["frames"][t]) for t in indices]), indices
+
+  def describe(self, i: int) -> str:
+    return f"{self.directory}[{i}]"
