@@ -36,22 +36,23 @@ def write_shard(job: tuple) -> dict:
   name = frame_store.shard_name(shard)
   final = os.path.join(out, name + ".array_record")
   tmp = final + ".tmp"
-  writer = ArrayRecordWriter(tmp, "group_size:1")
-  written, skipped, frames = [], [], 0
+  # JPEGs do not compress: skip the default (brotli) codec, which made reads ~20x slower.
+  writer = ArrayRecordWriter(tmp, "group_size:1,uncompressed")
+  written, skipped = [], []
   for path in paths:
     try:
-      record = frame_store.encode_video(path, src, short_side, quality)
+      meta, frames = frame_store.encode_video(path, src, short_side, quality)
     except video.VideoDecodeError as e:
       skipped.append({"path": os.path.relpath(path, src), "error": str(e)})
       continue
-    writer.write(record)
-    written.append(os.path.relpath(path, src))
-    frames += len(frame_store.decode_record(record)["frames"])
+    for jpeg in frames:
+      writer.write(jpeg)
+    written.append(meta)
   writer.close()
   os.replace(tmp, final)
-  manifest = {"shard": shard, "file": os.path.basename(final), "records": len(written),
-              "videos": written, "skipped": skipped, "frames": frames,
-              "bytes": os.path.getsize(final)}
+  frames = sum(v["num_frames"] for v in written)
+  manifest = {"shard": shard, "file": os.path.basename(final), "records": frames,
+              "videos": written, "skipped": skipped, "bytes": os.path.getsize(final)}
   _write_atomic_json(os.path.join(out, name + ".json"), manifest)  # written last: shard is done
   return manifest
 
@@ -89,12 +90,13 @@ def build(src: str, out: str, *, short_side: int = 256, quality: int = 90,
   _write_atomic_json(os.path.join(out, frame_store.REPORT_FILE),
                      {"skipped_videos": len(skipped), "skipped": skipped})
   store_index = {
-      "num_videos": sum(m["records"] for m in manifests),
-      "num_frames": sum(m["frames"] for m in manifests),
+      "num_videos": sum(len(m["videos"]) for m in manifests),
+      "num_frames": sum(m["records"] for m in manifests),
       "bytes": sum(m["bytes"] for m in manifests),
       "skipped_videos": len(skipped),
       "short_side": short_side, "quality": quality, "source": os.path.abspath(src),
-      "shards": [{"file": m["file"], "records": m["records"]} for m in manifests],
+      "shards": [{"file": m["file"], "records": m["records"], "videos": m["videos"]}
+                 for m in manifests],
   }
   _write_atomic_json(os.path.join(out, frame_store.INDEX_FILE), store_index)
   return store_index

@@ -1,4 +1,4 @@
-"""A Kinetics frame store: every video's frames as JPEGs, one ArrayRecord record per video.
+"""A Kinetics frame store: every video's frames as JPEGs, one ArrayRecord record per frame.
 
 Why: decoding a random frame pair from an mp4 means decoding every frame before it (tens of ms of
 CPU); a JPEG store decodes exactly the two frames it needs. Why ArrayRecord written directly
@@ -7,10 +7,12 @@ dependency for what is a list of JPEG byte strings; ArrayRecord is what TFDS wri
 grain reads it natively (`grain.sources.ArrayRecordDataSource`), with no TensorFlow anywhere.
 
 Layout of OUT/:
-  shard-00000.array_record ...   records: msgpack {'path', 'fps', 'height', 'width', 'frames': [jpeg]}
-  shard-00000.json ...           per-shard manifest: videos written and videos skipped (with why)
-  index.json                     shard list, record counts, settings (written last: the store is
-                                 complete when it exists)
+  shard-00000.array_record ...   records: one JPEG frame each, videos stored consecutively
+  shard-00000.json ...           per-shard manifest: each video's path, fps, size and frame count,
+                                 and the videos skipped (with why)
+  index.json                     shards, per-video frame counts, settings (written last: the
+                                 store is complete when it exists)
+A pair costs two small reads and two JPEG decodes, whatever the video's length.
   report.json                    every skipped video and the reason
 """
 from __future__ import annotations
@@ -19,7 +21,6 @@ import io
 import json
 import os
 
-import msgpack
 import numpy as np
 from PIL import Image
 
@@ -33,8 +34,8 @@ def shard_name(i: int) -> str:
   return f"shard-{i:05d}"
 
 
-def encode_video(path: str, root: str, short_side: int, quality: int) -> bytes:
-  """One video -> a msgpack record of JPEG frames resized to `short_side`. Raises VideoDecodeError."""
+def encode_video(path: str, root: str, short_side: int, quality: int) -> tuple[dict, list[bytes]]:
+  """One video -> (metadata, JPEG frames resized to `short_side`). Raises VideoDecodeError."""
   import av
   frames, fps, size = [], 0.0, (0, 0)
   try:
@@ -59,12 +60,9 @@ def encode_video(path: str, root: str, short_side: int, quality: int) -> bytes:
     # A truncated tail: keep the frames that decoded (as on-the-fly decoding would).
   if not frames:
     raise video.VideoDecodeError(f"{path}: no frames")
-  return msgpack.packb({"path": os.path.relpath(path, root), "fps": fps, "width": size[0],
-                        "height": size[1], "frames": frames})
-
-
-def decode_record(record: bytes) -> dict:
-  return msgpack.unpackb(record)
+  meta = {"path": os.path.relpath(path, root), "fps": fps, "width": size[0], "height": size[1],
+          "num_frames": len(frames)}
+  return meta, frames
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
@@ -90,11 +88,14 @@ class FrameStore:
     self._shards = [os.path.join(self.directory, s["file"]) for s in self.index["shards"]
                     if s["records"] > 0]
     self._source = None
-    if not self._shards:
+    self.videos = [v for s in self.index["shards"] for v in s["videos"]]
+    if not self._shards or not self.videos:
       raise ValueError(f"frame store {directory!r} holds no videos (see its {REPORT_FILE})")
+    counts = np.array([v["num_frames"] for v in self.videos], np.int64)
+    self._first_frame = np.concatenate([[0], np.cumsum(counts)[:-1]])  # global record index
 
   def __len__(self) -> int:
-    return int(self.index["num_videos"])
+    return len(self.videos)
 
   def __getstate__(self):
     return {**self.__dict__, "_source": None}
@@ -105,14 +106,14 @@ class FrameStore:
       self._source = grain.sources.ArrayRecordDataSource(self._shards)
     return self._source
 
-  def record(self, i: int) -> dict:
-    return decode_record(self._records()[int(i)])
+  def frame(self, i: int, t: int) -> np.ndarray:
+    """uint8 (H, W, 3): frame t of video i."""
+    return decode_jpeg(self._records()[int(self._first_frame[i]) + int(t)])
 
   def read_sampled_frames(self, i: int, choose) -> tuple[np.ndarray, tuple[int, ...]]:
     """choose(num_frames) -> frame indices; returns (uint8 (k, H, W, 3), indices)."""
-    rec = self.record(i)
-    indices = tuple(int(t) for t in choose(len(rec["frames"])))
-    return np.stack([decode_jpeg(rec["frames"][t]) for t in indices]), indices
+    indices = tuple(int(t) for t in choose(self.videos[i]["num_frames"]))
+    return np.stack([self.frame(i, t) for t in indices]), indices
 
   def describe(self, i: int) -> str:
-    return f"{self.directory}[{i}]"
+    return f"{self.directory}:{self.videos[i]['path']}"
