@@ -184,14 +184,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
     _check_finite(host, step_no, last_saved)
     interval_losses.append(host["loss"])
+    counters["skipped_videos"] += int(host.pop("skipped"))
+    counters["repeated_frames"] += int(host.pop("repeated"))
     return host
 
   try:
     for step_no in range(first_step + 1, last_step + 1):
       local = next(data_iter)
-      counters["skipped_videos"] += int(np.sum(local["skipped"]))
-      counters["repeated_frames"] += int(np.sum(local["repeated"]))
-      batch = sharding.global_batch({"frames": local["frames"]}, batch_sharding)
+      batch = sharding.global_batch(
+          {k: local[k] for k in ("frames", "skipped", "repeated")}, batch_sharding)
       state, device_metrics = train_step(state, batch)
       # Fetch the previous step's metrics now: the device already runs this step, so the
       # NaN check costs no pipeline stall.

@@ -66,7 +66,10 @@ def make_train_step(model: mae.DropMAE, tx: optax.GradientTransformation,
   grad_fn = jax.value_and_grad(loss_fn)
 
   def train_step(state: TrainState, batch: dict, rng: jax.Array):
-    """batch['frames']: (B, 2, H, W, 3) uint8. Returns the new state and scalar metrics."""
+    """batch['frames']: (B, 2, H, W, 3) uint8 (optional 'skipped', 'repeated': (B,) int32).
+
+    Returns the new state and scalar metrics.
+    """
     frames = batch["frames"]
     if accum_steps == 1:
       loss, grads = grad_fn(state.params, frames, rng)
@@ -90,6 +93,10 @@ def make_train_step(model: mae.DropMAE, tx: optax.GradientTransformation,
         "param_norm": optax.tree.norm(params),
         "lr": lr_schedule(state.step),
     }
+    # Input-side counts summed over the global batch, so every host's skips are counted.
+    for key in ("skipped", "repeated"):
+      if key in batch:
+        metrics[key] = jnp.sum(batch[key])
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
