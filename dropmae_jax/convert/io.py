@@ -55,7 +55,7 @@ def write_torch_state_dict(state: dict[str, np.ndarray], path: str) -> None:
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}, tmp)
   else:
     torch = _torch()
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in state.items()}
+    tensors = {k: torch.from_numpy(np.array(v, np.float32, copy=True)) for k, v in state.items()}
     torch.save({"model": tensors}, tmp)
   os.replace(tmp, path)  # never a half-written export
 
