@@ -37,7 +37,8 @@ def test_store_equals_the_source_frames(video_tree, store):
     rec = st.videos[i]
     source = decode_all(os.path.join(video_tree, rec["path"]))
     assert rec["num_frames"] == len(source)
-    frames, idx = st.read_sampled_frames(i, lambda n: (3, n // 2, n - 1))
+    images, idx = st.read_sampled_frames(i, lambda n: (3, n // 2, n - 1))
+    frames = np.stack([np.asarray(im) for im in images])
     err = np.abs(frames.astype(int) - source[list(idx)].astype(int)).mean()
     # The clips are noise plus a moving square: the worst case for JPEG, so a loose bound, and
     # the right frame must fit far better than a frame three steps away.

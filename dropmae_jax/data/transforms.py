@@ -60,14 +60,17 @@ def crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[f
   return (height - h) // 2, (width - w) // 2, h, w
 
 
-def random_resized_crop(image: np.ndarray, size: int, scale: tuple[float, float],
+def random_resized_crop(image: np.ndarray | Image.Image, size: int, scale: tuple[float, float],
                         ratio: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
-  """uint8 (H, W, 3) -> uint8 (size, size, 3): torchvision's crop, then a PIL bicubic resize.
+  """uint8 (H, W, 3) or an RGB PIL image -> uint8 (size, size, 3): torchvision's crop, then a
+  PIL bicubic resize.
 
   Crop-then-resize (not `resize(box=...)`) as torchvision does on PIL images, so pixels match.
+  A PIL image (as the frame store decodes them) skips two array copies.
   """
-  top, left, h, w = crop_box(image.shape[0], image.shape[1], scale, ratio, rng)
-  crop = Image.fromarray(image).crop((left, top, left + w, top + h))
+  pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
+  top, left, h, w = crop_box(pil.height, pil.width, scale, ratio, rng)
+  crop = pil.crop((left, top, left + w, top + h))
   return np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC))
 
 
@@ -76,11 +79,11 @@ def hflip(image: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.nda
   return image[:, ::-1] if rng.random() < p else image
 
 
-def augment_frame(image: np.ndarray, size: int, scale: tuple[float, float],
+def augment_frame(image: np.ndarray | Image.Image, size: int, scale: tuple[float, float],
                   ratio: tuple[float, float], flip: bool, rng: np.random.Generator) -> np.ndarray:
   """One frame's own RandomResizedCrop(size, scale, ratio, bicubic) + horizontal flip.
 
-  uint8 (H, W, 3) -> contiguous uint8 (size, size, 3).
+  uint8 (H, W, 3) (or an RGB PIL image) -> contiguous uint8 (size, size, 3).
   """
   out = random_resized_crop(image, size, scale, ratio, rng)
   if flip:
