@@ -14,7 +14,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dropmae_jax import configlib
 from dropmae_jax.models import mae

@@ -157,6 +157,20 @@ def test_import_of_a_torch_state_dict_matches_torch():
   assert_same_outputs(ours(params, *args), theirs(model, *args))
 
 
+def test_unmasked_features_match_torch():
+  """encode_all (what trackers consume): every token visible, in [x; z] order."""
+  params = randomized(fresh_params(tiny_config()), seed=2)
+  model = ReleasedDropMAE()
+  model.load_state_dict({k: torch.from_numpy(v) for k, v in
+                         layout.params_to_state_dict(params, grid=GRID).items()}, strict=True)
+  frames, _, _ = inputs(2)
+  identity = np.broadcast_to(np.arange(2 * N), (frames.shape[0], 2 * N)).copy()
+  expected = theirs(model, frames, identity, 2 * N)[0]
+  got = mae.DropMAE.from_config(tiny_config()).apply(
+      {"params": params}, jnp.asarray(frames), method="encode_all")
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
 def test_round_trip_is_bit_exact():
   params = randomized(fresh_params(tiny_config()), seed=3)
   state = layout.params_to_state_dict(params, grid=GRID)

@@ -18,7 +18,6 @@ import ml_collections
 from dropmae_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from dropmae_jax.models import masking
 from dropmae_jax.models import vit
-from dropmae_jax.ops import asad as asad_ops
 
 NORM_PIX_EPS = 1e-6
 
@@ -197,7 +196,3 @@ class DropMAE(nn.Module):
     plan = masking.keep_all(tokens.shape[0], 2 * self.tokens_per_frame)
     return self.encode(tokens, plan)
 
-
-def num_dropped_cells(model: DropMAE) -> int:
-  """K of ASAD for this model's decoder sequence."""
-  return asad_ops.num_dropped_cells(2 * model.tokens_per_frame, model.drop_ratio)
