@@ -9,9 +9,10 @@ For attention probabilities P = softmax(S) over L = 2n tokens (frames x and z, n
   a_ij = P_ij + 1e-6 for j in i's frame, j != i;  a_ii = 0;   Â_ij = a_ij / Σ_j a_ij
   W_ij = Â_ij · t_i on those cells, 0 elsewhere
   draw K = floor(P_drop · (n − 1)) · L distinct cells ∝ W without replacement, set their logits to −∞.
-Sampling without replacement ∝ W is done exactly as Gumbel-top-K: keys log W_ij + G_bhij, keep the K
-largest (ties broken toward the lower flat index i·L + j, `lax.top_k`'s rule). G comes from the
-counter-based hash in `hashing.py`, so other implementations can select bit-identical cells.
+Sampling without replacement ∝ W is done exactly as an exponential race (≡ Gumbel-top-K): keys
+W_ij / E_bhij, keep the K largest (ties broken toward the lower flat index i·L + j, `lax.top_k`'s
+rule). E comes from the counter-based hash in `hashing.py` and the row sums are exact
+(`asad_math.py`), so the kernels in `asad_pallas.py` select bit-identical cells.
 
 Layouts follow Flax: q, k, v are (B, L, H, D).
 """
@@ -24,24 +25,37 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from dropmae_jax.ops import hashing
+from dropmae_jax.ops import asad_math
 
 Temporal = Literal["max", "sum"]
-# A finite "minus infinity": exp() of it is exactly 0 in float32, and no row ever becomes all-masked
-# because the diagonal and the other frame are never dropped.
-MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
-_EPS = 1e-6  # the released code's additive constant
-
-
-def num_dropped_cells(length: int, drop_ratio: float) -> int:
-  """K = floor(P · (n − 1)) · L for L = 2n tokens (the released `sample_num`)."""
-  return int(drop_ratio * (length // 2 - 1)) * length
+MASK_VALUE = asad_math.MASK_VALUE
+num_dropped_cells = asad_math.num_dropped_cells
 
 
 def halves_frame_ids(batch: int, length: int) -> jax.Array:
   """(B, L) int32 frame ids for the decoder's layout [x tokens; z tokens]: 0 for x, 1 for z."""
   ids = (jnp.arange(length) >= length // 2).astype(jnp.int32)
   return jnp.broadcast_to(ids, (batch, length))
+
+
+def _row_terms(logits: jax.Array, frame_ids: jax.Array, temporal: Temporal):
+  """Probabilities P, eligibility and the row scale r_i of DESIGN §1 steps 1-3 (float32)."""
+  logits = logits.astype(jnp.float32)
+  length = logits.shape[-1]
+  e = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+  probs = e / asad_math.exact_sum(e)
+  same_frame = (frame_ids[:, :, None] == frame_ids[:, None, :])[:, None]  # (B, 1, L, L)
+  eligible = same_frame & ~jnp.eye(length, dtype=bool)
+  other = jnp.where(same_frame, 0.0, probs)
+  if temporal == "max":
+    t = jnp.max(other, axis=-1, keepdims=True) + asad_math.EPS
+  elif temporal == "sum":
+    t = asad_math.exact_sum(other) + asad_math.EPS
+  else:
+    raise ValueError(f"asad temporal must be 'max' or 'sum', got {temporal!r}")
+  total = asad_math.exact_sum(jnp.where(eligible, probs + asad_math.EPS, 0.0))
+  scale = asad_math.row_scale(t, jnp.where(total > 0, total, 1.0))
+  return probs, eligible, scale
 
 
 def drop_weights(logits: jax.Array, frame_ids: jax.Array, temporal: Temporal = "max") -> jax.Array:
@@ -52,21 +66,23 @@ def drop_weights(logits: jax.Array, frame_ids: jax.Array, temporal: Temporal = "
     frame_ids: (B, L) int frame id of each token.
     temporal: 'max' (released code) or 'sum' (paper) over the other frame's probabilities.
   """
-  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  length = logits.shape[-1]
-  same_frame = (frame_ids[:, :, None] == frame_ids[:, None, :])[:, None]  # (B, 1, L, L)
-  other = jnp.where(same_frame, 0.0, probs)
-  if temporal == "max":
-    t = jnp.max(other, axis=-1, keepdims=True) + _EPS
-  elif temporal == "sum":
-    t = jnp.sum(other, axis=-1, keepdims=True) + _EPS
-  else:
-    raise ValueError(f"asad temporal must be 'max' or 'sum', got {temporal!r}")
-  off_diagonal = ~jnp.eye(length, dtype=bool)
-  spatial = jnp.where(same_frame & off_diagonal, probs + _EPS, 0.0)
-  total = jnp.sum(spatial, axis=-1, keepdims=True)
-  spatial = spatial / jnp.where(total > 0, total, 1.0)
-  return spatial * t
+  probs, eligible, scale = _row_terms(logits, frame_ids, temporal)
+  return jnp.where(eligible, (probs + asad_math.EPS) * scale, 0.0)
+
+
+def drop_keys_reference(logits: jax.Array, seed: jax.Array, *, frame_ids: jax.Array | None = None,
+                        temporal: Temporal = "max", batch_offset: int = 0) -> jax.Array:
+  """Sampling keys (B, H, L, L) int32: the K largest per (b, h) are dropped; 0 = never dropped."""
+  batch, heads, length, _ = logits.shape
+  if frame_ids is None:
+    frame_ids = halves_frame_ids(batch, length)
+  probs, eligible, scale = _row_terms(jax.lax.stop_gradient(logits), frame_ids, temporal)
+  b = (jnp.arange(batch, dtype=jnp.uint32) + jnp.uint32(batch_offset))[:, None, None, None]
+  h = jnp.arange(heads, dtype=jnp.uint32)[None, :, None, None]
+  i = jnp.arange(length, dtype=jnp.uint32)[None, None, :, None]
+  j = jnp.arange(length, dtype=jnp.uint32)[None, None, None, :]
+  exponential = asad_math.cell_exponential(jnp.asarray(seed, jnp.uint32), b, h, i, j)
+  return asad_math.keys_as_int(asad_math.sampling_keys(probs, scale, exponential), eligible)
 
 
 def drop_mask_reference(logits: jax.Array, seed: jax.Array, *, drop_ratio: float,
@@ -76,25 +92,20 @@ def drop_mask_reference(logits: jax.Array, seed: jax.Array, *, drop_ratio: float
 
   Args:
     logits: (B, H, L, L) attention logits.
-    seed: uint32 scalar; with (b, h, i, j) it fixes every Gumbel variate.
+    seed: uint32 scalar; with (b, h, i, j) it fixes every random variate.
     drop_ratio: P in the paper; K = floor(P (L/2 − 1)) L cells are dropped per (b, h).
     frame_ids: (B, L) frame id per token; default: first half frame x, second half frame z.
     temporal: 'max' | 'sum'.
     batch_offset: global batch index of row 0, for per-shard calls.
   """
   batch, heads, length, _ = logits.shape
-  if frame_ids is None:
-    frame_ids = halves_frame_ids(batch, length)
-  logits = jax.lax.stop_gradient(logits)
-  weights = drop_weights(logits, frame_ids, temporal)
-  gumbel = hashing.cell_gumbel(seed, batch, heads, length, batch_offset=batch_offset)
-  keys = jnp.where(weights > 0, jnp.log(weights) + gumbel, -jnp.inf)
+  keys = drop_keys_reference(logits, seed, frame_ids=frame_ids, temporal=temporal,
+                             batch_offset=batch_offset)
   k = min(num_dropped_cells(length, drop_ratio), length * length)
-  flat_keys = keys.reshape(batch, heads, length * length)
-  top_keys, top_index = jax.lax.top_k(flat_keys, k)
-  # A cell with zero weight can only be "selected" when fewer than K cells are eligible (short
+  top_keys, top_index = jax.lax.top_k(keys.reshape(batch, heads, length * length), k)
+  # An ineligible cell (key 0) can only come up when fewer than K cells are eligible (short
   # frames in the encoder ablation); never drop it.
-  chosen = jnp.isfinite(top_keys)
+  chosen = top_keys > 0
   mask = jnp.zeros((batch, heads, length * length), bool)
   b_idx = jnp.arange(batch)[:, None, None]
   h_idx = jnp.arange(heads)[None, :, None]

@@ -29,17 +29,29 @@ def mix32(x):
   return x
 
 
-def cell_bits(seed, b, h, i, j):
-  """uint32 random bits for attention cell (b, h, i, j) under `seed` (all broadcastable uint32)."""
+def row_bits(seed, b, h, i):
+  """The hash state after (seed, b, h, i): kernels compute it once per query row."""
   x = mix32(seed + _GOLDEN)
-  for coordinate in (b, h, i, j):
+  for coordinate in (b, h, i):
     x = mix32(x ^ coordinate)
   return x
 
 
+def cell_bits(seed, b, h, i, j):
+  """uint32 random bits for attention cell (b, h, i, j) under `seed` (all broadcastable uint32)."""
+  return mix32(row_bits(seed, b, h, i) ^ j)
+
+
 def bits_to_open_unit(bits):
   """uint32 -> float32 uniform in the open interval (0, 1): the top 24 bits, centred in their bin."""
-  return ((bits >> 8).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24))
+  # Through int32: the 24-bit value is exact there, and unsigned->float conversions are not
+  # lowered by every Pallas backend.
+  return ((bits >> 8).astype(jnp.int32).astype(jnp.float32) + 0.5) * (1.0 / (1 << 24))
+
+
+def exponential_from_bits(bits):
+  """Standard exponential variates -log U from uint32 bits, float32 (ASAD's sampling keys)."""
+  return -jnp.log(bits_to_open_unit(bits))
 
 
 def gumbel_from_bits(bits):
