@@ -33,7 +33,7 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.asad.drop_ratio = 0.1             # P: fraction of the n-1 same-frame keys dropped per query (0 = TwinMAE)
   c.asad.temporal = "max"             # 'max' (released code) | 'sum' (paper) over the other frame
   c.asad.in_encoder = False           # also apply ASAD in encoder blocks (paper ablation)
-  c.asad.impl = "reference"           # attention implementation (ops/asad.py)
+  c.asad.impl = "auto"                # reference | pallas_gpu | pallas_tpu | auto (kernels verified on this hardware, else reference)
 
   # --- data (released K700 recipe) ---
   c.data = ml_collections.ConfigDict()

@@ -18,6 +18,7 @@ import ml_collections
 from dropmae_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from dropmae_jax.models import masking
 from dropmae_jax.models import vit
+from dropmae_jax.ops import asad
 
 NORM_PIX_EPS = 1e-6
 
@@ -92,6 +93,9 @@ class DropMAE(nn.Module):
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "DropMAE":
     m, a = config.model, config.asad
+    if a.in_encoder and asad.resolve_impl(a.impl) != "reference":
+      raise ValueError(f"config.asad.impl={a.impl!r} is a kernel, which supports the decoder's "
+                       "two-frame layout only; asad.in_encoder=True needs impl='reference'")
     return cls(variant=m.variant, img_size=m.img_size, decoder_embed_dim=m.decoder_embed_dim,
                decoder_depth=m.decoder_depth, decoder_num_heads=m.decoder_num_heads,
                decoder_mlp_ratio=m.decoder_mlp_ratio, mask_ratio=m.mask_ratio,

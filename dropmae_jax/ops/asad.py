@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from dropmae_jax.ops import asad_math
+from dropmae_jax.ops import asad_pallas
 
 Temporal = Literal["max", "sum"]
 MASK_VALUE = asad_math.MASK_VALUE
@@ -38,24 +39,29 @@ def halves_frame_ids(batch: int, length: int) -> jax.Array:
   return jnp.broadcast_to(ids, (batch, length))
 
 
-def _row_terms(logits: jax.Array, frame_ids: jax.Array, temporal: Temporal):
-  """Probabilities P, eligibility and the row scale r_i of DESIGN §1 steps 1-3 (float32)."""
-  logits = logits.astype(jnp.float32)
-  length = logits.shape[-1]
-  e = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
-  probs = e / asad_math.exact_sum(e)
+def _row_terms(scores: jax.Array, frame_ids: jax.Array, temporal: Temporal, scale: float = 1.0):
+  """DESIGN §1 steps 1-3 in the kernels' arithmetic: (e, c, a, eligible) with W = (e + c) · a.
+
+  `scale` is applied after subtracting the row max, as the kernels do: exp((s - max) · scale) has
+  no multiply-add that a compiler could fuse into an FMA.
+  """
+  scores = scores.astype(jnp.float32)
+  length = scores.shape[-1]
+  e = jnp.exp((scores - jnp.max(scores, axis=-1, keepdims=True)) * scale)
+  total = asad_math.exact_sum(e)
   same_frame = (frame_ids[:, :, None] == frame_ids[:, None, :])[:, None]  # (B, 1, L, L)
   eligible = same_frame & ~jnp.eye(length, dtype=bool)
-  other = jnp.where(same_frame, 0.0, probs)
+  other = jnp.where(same_frame, 0.0, e)
   if temporal == "max":
-    t = jnp.max(other, axis=-1, keepdims=True) + asad_math.EPS
+    other = jnp.max(other, axis=-1, keepdims=True)
   elif temporal == "sum":
-    t = asad_math.exact_sum(other) + asad_math.EPS
+    other = asad_math.exact_sum(other)
   else:
     raise ValueError(f"asad temporal must be 'max' or 'sum', got {temporal!r}")
-  total = asad_math.exact_sum(jnp.where(eligible, probs + asad_math.EPS, 0.0))
-  scale = asad_math.row_scale(t, jnp.where(total > 0, total, 1.0))
-  return probs, eligible, scale
+  offset = asad_math.eps_offset(total)
+  own_sum = asad_math.exact_sum(jnp.where(eligible, e + offset, 0.0))
+  weight_scale = asad_math.weight_scale(asad_math.temporal_match(other, total), own_sum, total)
+  return e, offset, weight_scale, eligible
 
 
 def drop_weights(logits: jax.Array, frame_ids: jax.Array, temporal: Temporal = "max") -> jax.Array:
@@ -66,28 +72,35 @@ def drop_weights(logits: jax.Array, frame_ids: jax.Array, temporal: Temporal = "
     frame_ids: (B, L) int frame id of each token.
     temporal: 'max' (released code) or 'sum' (paper) over the other frame's probabilities.
   """
-  probs, eligible, scale = _row_terms(logits, frame_ids, temporal)
-  return jnp.where(eligible, (probs + asad_math.EPS) * scale, 0.0)
+  e, offset, weight_scale, eligible = _row_terms(logits, frame_ids, temporal)
+  return jnp.where(eligible, (e + offset) * weight_scale, 0.0)
 
 
 def drop_keys_reference(logits: jax.Array, seed: jax.Array, *, frame_ids: jax.Array | None = None,
-                        temporal: Temporal = "max", batch_offset: int = 0) -> jax.Array:
-  """Sampling keys (B, H, L, L) int32: the K largest per (b, h) are dropped; 0 = never dropped."""
+                        temporal: Temporal = "max", batch_offset: int = 0,
+                        scale: float = 1.0) -> jax.Array:
+  """Sampling keys (B, H, L, L) int32: the K largest per (b, h) are dropped; 0 = never dropped.
+
+  The attention logits are `logits · scale` (pass raw q·k and 1/sqrt(D) to match the kernels bit
+  for bit, or scaled logits and 1).
+  """
   batch, heads, length, _ = logits.shape
   if frame_ids is None:
     frame_ids = halves_frame_ids(batch, length)
-  probs, eligible, scale = _row_terms(jax.lax.stop_gradient(logits), frame_ids, temporal)
+  e, offset, weight_scale, eligible = _row_terms(jax.lax.stop_gradient(logits), frame_ids,
+                                                temporal, scale)
   b = (jnp.arange(batch, dtype=jnp.uint32) + jnp.uint32(batch_offset))[:, None, None, None]
   h = jnp.arange(heads, dtype=jnp.uint32)[None, :, None, None]
   i = jnp.arange(length, dtype=jnp.uint32)[None, None, :, None]
   j = jnp.arange(length, dtype=jnp.uint32)[None, None, None, :]
   exponential = asad_math.cell_exponential(jnp.asarray(seed, jnp.uint32), b, h, i, j)
-  return asad_math.keys_as_int(asad_math.sampling_keys(probs, scale, exponential), eligible)
+  keys = asad_math.sampling_keys(e, offset, weight_scale, exponential)
+  return asad_math.keys_as_int(keys, eligible)
 
 
 def drop_mask_reference(logits: jax.Array, seed: jax.Array, *, drop_ratio: float,
                         frame_ids: jax.Array | None = None, temporal: Temporal = "max",
-                        batch_offset: int = 0) -> jax.Array:
+                        batch_offset: int = 0, scale: float = 1.0) -> jax.Array:
   """The exact ASAD drop mask, (B, H, L, L) bool, True = dropped. No gradient flows through it.
 
   Args:
@@ -97,10 +110,11 @@ def drop_mask_reference(logits: jax.Array, seed: jax.Array, *, drop_ratio: float
     frame_ids: (B, L) frame id per token; default: first half frame x, second half frame z.
     temporal: 'max' | 'sum'.
     batch_offset: global batch index of row 0, for per-shard calls.
+    scale: multiplies `logits` (see `drop_keys_reference`).
   """
   batch, heads, length, _ = logits.shape
   keys = drop_keys_reference(logits, seed, frame_ids=frame_ids, temporal=temporal,
-                             batch_offset=batch_offset)
+                             batch_offset=batch_offset, scale=scale)
   k = min(num_dropped_cells(length, drop_ratio), length * length)
   top_keys, top_index = jax.lax.top_k(keys.reshape(batch, heads, length * length), k)
   # An ineligible cell (key 0) can only come up when fewer than K cells are eligible (short
@@ -133,18 +147,37 @@ def attention_reference(q: jax.Array, k: jax.Array, v: jax.Array,
   return out.astype(q.dtype)
 
 
+IMPLEMENTATIONS = ("reference", "pallas_gpu", "pallas_tpu", "auto")
+# What 'auto' picks per backend: only kernels whose speed and masks were checked on that hardware
+# with benchmarks/asad.py. Nothing is listed yet (no GPU/TPU run so far), so 'auto' is the
+# reference everywhere; the kernels are opt-in by name.
+VERIFIED_KERNELS: dict[str, str] = {}
+
+
+def resolve_impl(impl: str, backend: str | None = None) -> str:
+  """Maps config.asad.impl to a concrete implementation for `backend` (default: JAX's)."""
+  if impl not in IMPLEMENTATIONS:
+    raise ValueError(f"unknown ASAD impl {impl!r} (config.asad.impl); choose from {IMPLEMENTATIONS}")
+  if impl == "auto":
+    return VERIFIED_KERNELS.get(backend or jax.default_backend(), "reference")
+  return impl
+
+
 def asad_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, seed: jax.Array,
                    drop_ratio: float, frame_ids: jax.Array | None = None,
-                   temporal: Temporal = "max", impl: str = "reference") -> jax.Array:
+                   temporal: Temporal = "max", impl: str = "reference",
+                   batch_offset: int = 0) -> jax.Array:
   """Attention with ASAD: the decoder's attention op.
 
   Args:
     q, k, v: (B, L, H, D) with L even (two frames).
     seed: uint32 scalar that fixes the drop cells (one per layer and step).
     drop_ratio: P; 0 gives plain attention (TwinMAE).
-    frame_ids: (B, L) frame of each token; default halves [x; z].
+    frame_ids: (B, L) frame of each token; default halves [x; z] (the kernels support only that).
     temporal: 'max' (released) | 'sum' (paper).
-    impl: 'reference' (jnp). Kernels register further names here.
+    impl: 'reference' (jnp), 'pallas_gpu' (Triton lowering), 'pallas_tpu' (Mosaic) or 'auto'.
+      On a CPU backend the kernels run in Pallas interpret mode (tests).
+    batch_offset: global batch index of row 0 when called per shard.
   Returns:
     (B, L, H, D).
   """
@@ -155,14 +188,22 @@ def asad_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, seed: jax.Array,
     raise ValueError(f"ASAD needs two equal frames: sequence length {length} is odd")
   if not 0.0 <= drop_ratio < 1.0:
     raise ValueError(f"ASAD drop_ratio (config.asad.drop_ratio) must be in [0, 1), got {drop_ratio}")
-  if impl != "reference":
-    raise ValueError(f"unknown ASAD impl {impl!r} (config.asad.impl); available: 'reference'")
-  if drop_ratio == 0.0:
+  impl = resolve_impl(impl)
+  if drop_ratio == 0.0 or num_dropped_cells(length, drop_ratio) == 0:
     return plain_attention(q, k, v)
   scale = 1.0 / math.sqrt(q.shape[-1])
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-  mask = drop_mask_reference(logits, seed, drop_ratio=drop_ratio, frame_ids=frame_ids,
-                             temporal=temporal)
+  if impl != "reference":
+    if frame_ids is not None:
+      raise ValueError(f"ASAD impl {impl!r} supports the decoder's two-halves layout only; use "
+                       "config.asad.impl='reference' with asad.in_encoder")
+    plan = asad_pallas.make_plan(q.shape, drop_ratio=drop_ratio, temporal=temporal,
+                                 backend=impl.removeprefix("pallas_"),
+                                 interpret=jax.default_backend() == "cpu",
+                                 batch_offset=batch_offset)
+    return asad_pallas.asad_attention(q, k, v, seed=seed, plan=plan)
+  scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+  mask = drop_mask_reference(scores, seed, drop_ratio=drop_ratio, frame_ids=frame_ids,
+                             temporal=temporal, batch_offset=batch_offset, scale=scale)
   return attention_reference(q, k, v, mask)
 
 

@@ -9,6 +9,10 @@ fixed point: each term is cut to 29 fractional bits and split into three 10-bit 
 of up to 2^14 such digits is an integer below 2^24, exact in float32 in any order. The result differs
 from the real sum by less than L · 2^-29 (7e-7 for L = 392), below float32 rounding of the values.
 
+No per-cell division by a row value and no multiply feeding an add appear on the way to a key:
+compilers turn those into reciprocal-multiplies and FMAs differently in different fusions (XLA on
+CPU does both), which would break bit-equality between the reference and the kernels.
+
 Keys. Drawing K cells without replacement ∝ W is the exponential race (Efraimidis-Spirakis): keep the
 K largest W_ij / E_ij with E_ij ~ Exp(1) i.i.d. — the same distribution as Gumbel-top-K on log W,
 since log(W/E) = log W + G with G = −log E standard Gumbel. E comes from the counter-based hash.
@@ -63,14 +67,30 @@ def exact_sum(x: jax.Array, axis: int = -1) -> jax.Array:
   return digit_sums_to_value(fixed_point_digit_sums(x, axis))
 
 
-def row_scale(temporal_match: jax.Array, spatial_total: jax.Array) -> jax.Array:
-  """r_i = t_i / Σ_j a_ij: turns a_ij = P_ij + ε into the drop weight W_ij = a_ij · r_i."""
-  return temporal_match / spatial_total
+def eps_offset(total: jax.Array) -> jax.Array:
+  """c_i = ε · l_i: with it, P_ij + ε = (e_ij + c_i) / l_i for unnormalised e_ij = exp(s_ij − max)."""
+  return EPS * total
 
 
-def sampling_keys(probs: jax.Array, scale: jax.Array, exponential: jax.Array) -> jax.Array:
-  """Race keys W_ij / E_ij as float32, for W_ij = (P_ij + ε) · r_i."""
-  return (probs + EPS) * scale / exponential
+def temporal_match(other: jax.Array, total: jax.Array) -> jax.Array:
+  """t_i from the other frame's max (or exact sum) of e: other / l + ε."""
+  return other / total + EPS
+
+
+def weight_scale(match: jax.Array, own_sum: jax.Array, total: jax.Array) -> jax.Array:
+  """a_i with W_ij = (e_ij + c_i) · a_i = Â_ij · t_i; own_sum = Σ_j (e_ij + c_i) over eligible j."""
+  spatial = own_sum / total                     # Σ_j (P_ij + ε)
+  return match / jnp.where(spatial > 0, spatial, 1.0) / total
+
+
+def sampling_keys(e: jax.Array, offset: jax.Array, scale: jax.Array,
+                  exponential: jax.Array) -> jax.Array:
+  """Race keys W_ij / E_ij, float32, with W_ij = (e_ij + c_i) · a_i.
+
+  Cells are never divided by a broadcast row value: XLA rewrites that into a multiply by the
+  reciprocal and may then fuse it with the next add into an FMA, differently per fusion.
+  """
+  return (e + offset) * scale / exponential
 
 
 def keys_as_int(keys: jax.Array, eligible: jax.Array) -> jax.Array:

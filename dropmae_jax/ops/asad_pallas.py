@@ -1,0 +1,550 @@
+"""ASAD attention as Pallas kernels, one source for GPU (Triton lowering) and TPU (Mosaic).
+
+The jnp reference materialises the (B, H, L, L) logits four times over and ranks 76,832 keys per
+(b, h) with `lax.top_k`, the step that dominates its cost. Here the work is split in four kernels that
+never hold more than one block of query rows against one frame of keys:
+
+  1. keys    (grid B, H, row blocks): logits -> the row terms of DESIGN §1 -> int32 sampling key of
+             every same-frame cell, written as a (2·n_pad, n_pad) slab per (b, h).
+  2. select  (grid B, H): the K-th largest key τ by 16-way bisection over the int32 key range (8
+             counting passes over the slab, no sort), then — only when cells tie at τ — the flat-index
+             cutoff that reproduces `lax.top_k`'s lower-index-first rule.
+  3. forward (grid B, H, row blocks): attention whose same-frame logits are masked where
+             key > τ or (key == τ and flat index <= cutoff); writes out and the row log-sum-exp.
+  4. backward: dq over row blocks, dk/dv over key blocks, regenerating the same mask.
+
+Layout inside: (B, H, 2·n_pad, ·) — each frame's n tokens padded to n_pad = max(128, 2^⌈log2 n⌉)
+rows, so that frame boundaries fall on block boundaries and every block shape is a power of two
+(Triton) and lane-aligned (TPU). The backend layer is `_pallas_call`: scalars travel as 0-d blocks
+on GPU and through scalar prefetch (SMEM) on TPU; the kernel bodies are shared.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import pallas as pl
+
+from dropmae_jax.ops import asad_math
+from dropmae_jax.ops import hashing
+
+BACKENDS = ("gpu", "tpu")
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+_RADIX = 16                      # thresholds counted per pass in the select kernel
+_KEY_LIMIT = 0x7F800001          # above every finite positive float32's int32 pattern
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSizes:
+  """Rows per program. All must divide n_pad (a power of two >= 128)."""
+  rows: int = 16          # query rows in the keys, forward and dq kernels
+  select_rows: int = 16   # slab rows counted per step in the select kernel
+  key_rows: int = 32      # key rows in the dk/dv kernel
+
+
+DEFAULT_BLOCKS = {"gpu": BlockSizes(16, 16, 32), "tpu": BlockSizes(128, 128, 128)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Static description of one ASAD attention call (hashable: a custom_vjp static argument)."""
+  batch: int
+  heads: int
+  frame_len: int          # n tokens per frame; L = 2n
+  head_dim: int
+  num_drop: int           # K cells dropped per (b, h)
+  temporal: str
+  batch_offset: int
+  backend: str
+  interpret: bool
+  blocks: BlockSizes
+
+  @property
+  def length(self) -> int:
+    return 2 * self.frame_len
+
+  @property
+  def padded(self) -> int:
+    return max(128, pl.next_power_of_2(self.frame_len))
+
+  @property
+  def scale(self) -> float:
+    return 1.0 / math.sqrt(self.head_dim)
+
+
+def make_plan(q_shape, *, drop_ratio: float, temporal: str, backend: str, interpret: bool,
+              batch_offset: int = 0, blocks: BlockSizes | None = None) -> Plan:
+  """Validates a (B, L, H, D) call for the kernels; errors name the unsupported dimension."""
+  if backend not in BACKENDS:
+    raise ValueError(f"ASAD kernel backend must be one of {BACKENDS}, got {backend!r}")
+  if temporal not in ("max", "sum"):
+    raise ValueError(f"asad temporal must be 'max' or 'sum', got {temporal!r}")
+  batch, length, heads, head_dim = q_shape
+  if length % 2 or length < 4:
+    raise ValueError(f"ASAD kernels need two equal frames of >= 2 tokens: sequence length {length}")
+  if head_dim not in SUPPORTED_HEAD_DIMS:
+    raise ValueError(f"ASAD kernels support head dims {SUPPORTED_HEAD_DIMS}, got {head_dim} "
+                     "(use config.asad.impl='reference')")
+  plan = Plan(batch, heads, length // 2, head_dim, asad_math.num_dropped_cells(length, drop_ratio),
+              temporal, batch_offset, backend, interpret, blocks or DEFAULT_BLOCKS[backend])
+  if 2 * plan.padded > asad_math.MAX_EXACT_TERMS or length * length >= 2 ** 31:
+    raise ValueError(f"ASAD kernels support frames of up to {asad_math.MAX_EXACT_TERMS // 2} "
+                     f"tokens, got {plan.frame_len}")
+  for name in ("rows", "select_rows", "key_rows"):
+    size = getattr(plan.blocks, name)
+    if plan.padded % size or size & (size - 1):
+      raise ValueError(f"BlockSizes.{name}={size} must be a power of two dividing {plan.padded}")
+  return plan
+
+
+# --------------------------------------------------------------------------- backend layer
+
+
+def _pallas_call(body, plan: Plan, *, grid, scalars=(), inputs=(), outputs=(),
+                 scalar_outputs: int = 0, parallel: bool = True, name: str):
+  """Runs `body(*scalar_values, *input_refs, *output_refs)` on plan.backend.
+
+  Args:
+    scalars: (array, per_head) pairs: a 0-d array, or with per_head a (B, H) array read at the
+      program's first two grid indices.
+    inputs / outputs: (array or ShapeDtypeStruct, block_shape, index_map) triples.
+    scalar_outputs: the body returns this many int32 scalars, stored as (B, H) arrays.
+  """
+  out_shape = [o[0] for o in outputs]
+  out_shape += [jax.ShapeDtypeStruct((plan.batch, plan.heads), jnp.int32)] * scalar_outputs
+  n_in, n_out = len(scalars) + len(inputs), len(outputs)
+
+  def store_results(refs, results, write):
+    results = results if isinstance(results, tuple) else (results,)
+    for ref, value in zip(refs[n_in + n_out:], results):
+      write(ref, value)
+
+  if plan.backend == "gpu":
+    from jax.experimental.pallas import triton as pltriton
+
+    def kernel(*refs):
+      values = [ref[...] for ref in refs[:len(scalars)]]
+      results = body(*values, *refs[len(scalars):n_in + n_out])
+      store_results(refs, results, lambda ref, value: ref.__setitem__(..., value))
+
+    def scalar_spec(per_head):
+      return (pl.BlockSpec((None, None), lambda b, h, *_: (b, h)) if per_head
+              else pl.BlockSpec((), lambda *_: ()))
+
+    in_specs = [scalar_spec(p) for _, p in scalars]
+    in_specs += [pl.BlockSpec(block, index) for _, block, index in inputs]
+    out_specs = [pl.BlockSpec(block, index) for _, block, index in outputs]
+    out_specs += [scalar_spec(True)] * scalar_outputs
+    return pl.pallas_call(
+        kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
+        compiler_params=pltriton.CompilerParams(num_warps=4, num_stages=2),
+        interpret=plan.interpret, name=name,
+    )(*[a for a, _ in scalars], *[a for a, _, _ in inputs])
+
+  from jax.experimental.pallas import tpu as pltpu
+
+  def kernel(*refs):  # noqa: F811 - the TPU variant
+    b, h = pl.program_id(0), pl.program_id(1)
+    values = [ref[b, h] if per_head else ref[0]
+              for ref, (_, per_head) in zip(refs[:len(scalars)], scalars)]
+    results = body(*values, *refs[len(scalars):n_in + n_out])
+    store_results(refs, results, lambda ref, value: ref.__setitem__((b, h), value))
+
+  def drop_scalar_args(index):
+    return lambda *args: index(*args[:len(grid)])
+
+  grid_spec = pltpu.PrefetchScalarGridSpec(
+      num_scalar_prefetch=len(scalars), grid=grid,
+      in_specs=[pl.BlockSpec(block, drop_scalar_args(index)) for _, block, index in inputs],
+      out_specs=([pl.BlockSpec(block, drop_scalar_args(index)) for _, block, index in outputs]
+                 + [pl.BlockSpec(memory_space=pltpu.SMEM)] * scalar_outputs))
+  semantics = ("parallel" if parallel else "arbitrary",) * len(grid)
+  return pl.pallas_call(
+      kernel, grid_spec=grid_spec, out_shape=out_shape,
+      compiler_params=pltpu.CompilerParams(dimension_semantics=semantics),
+      interpret=pltpu.InterpretParams() if plan.interpret else False, name=name,
+  )(*[a.reshape(-1) if not per_head else a for a, per_head in scalars],
+    *[a for a, _, _ in inputs])
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def _scores(q, k, plan: Plan):
+  """(rows, D) x (keys, D) -> raw float32 q·k (not yet scaled by 1/sqrt(D)), column indices."""
+  s = lax.dot_general(q, k, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+  cols = lax.broadcasted_iota(jnp.int32, s.shape, 1)
+  return s, cols
+
+
+def _own_other_scores(q, k_own, k_other, plan: Plan):
+  s_own, cols = _scores(q, k_own, plan)
+  s_other, _ = _scores(q, k_other, plan)
+  valid = cols < plan.frame_len
+  return (jnp.where(valid, s_own, asad_math.MASK_VALUE),
+          jnp.where(valid, s_other, asad_math.MASK_VALUE), cols)
+
+
+def _flat_index(frame, local_rows, local_cols, plan: Plan):
+  """Index i·L + j of a same-frame cell in the unpadded (L, L) map (lax.top_k's tie order)."""
+  offset = frame * plan.frame_len
+  return (offset + local_rows) * plan.length + offset + local_cols
+
+
+def _dropped(keys, tau, cutoff, frame, local_rows, local_cols, plan: Plan):
+  """The drop rule for a block of same-frame cells: the K largest keys, lower index first on ties."""
+  flat = _flat_index(frame, local_rows, local_cols, plan)
+  return (keys > tau) | ((keys == tau) & (flat <= cutoff))
+
+
+def _divmod(x, divisor: int):
+  """Quotient and remainder of a non-negative traced int32 by a static divisor, with plain lax ops
+  (jnp's floor-division wrappers do not lower inside Triton loops on jax 0.10)."""
+  divisor = jnp.int32(divisor)
+  return lax.div(x, divisor), lax.rem(x, divisor)
+
+
+def _row_block_position(plan: Plan, rows: int):
+  """(frame, first local row) of the program's row block (grid axis 2)."""
+  frame, block = _divmod(pl.program_id(2), plan.padded // rows)
+  return frame, block * rows
+
+
+# --------------------------------------------------------------------------- 1. keys
+
+
+def _keys_body(seed, q_ref, k_own_ref, k_other_ref, keys_ref, *, plan: Plan):
+  rows = plan.blocks.rows
+  frame, row0 = _row_block_position(plan, rows)
+  s_own, s_other, cols = _own_other_scores(q_ref[...], k_own_ref[...], k_other_ref[...], plan)
+  local_rows = lax.broadcasted_iota(jnp.int32, s_own.shape, 0) + row0
+  row_max = jnp.maximum(jnp.max(s_own, axis=1, keepdims=True),
+                        jnp.max(s_other, axis=1, keepdims=True))
+  # Scale after the shift, as the reference does: no multiply-add to fuse into an FMA.
+  e_own = jnp.exp((s_own - row_max) * plan.scale)
+  e_other = jnp.exp((s_other - row_max) * plan.scale)
+  total = asad_math.digit_sums_to_value(asad_math.add_digit_sums(
+      asad_math.fixed_point_digit_sums(e_own), asad_math.fixed_point_digit_sums(e_other)))
+  if plan.temporal == "max":
+    other = jnp.max(e_other, axis=1, keepdims=True)
+  else:
+    other = asad_math.exact_sum(e_other)
+  eligible = (cols < plan.frame_len) & (local_rows < plan.frame_len) & (cols != local_rows)
+  eps_offset = asad_math.eps_offset(total)
+  own_sum = asad_math.exact_sum(jnp.where(eligible, e_own + eps_offset, 0.0))
+  scale = asad_math.weight_scale(asad_math.temporal_match(other, total), own_sum, total)
+  # Hash coordinates are the unpadded token indices, as in the reference.
+  first_token = frame * plan.frame_len
+  row_ids = lax.broadcasted_iota(jnp.int32, (rows, 1), 0) + row0 + first_token
+  col_ids = lax.broadcasted_iota(jnp.int32, (1, plan.padded), 1) + first_token
+  b = (pl.program_id(0) + plan.batch_offset).astype(jnp.uint32)
+  h = pl.program_id(1).astype(jnp.uint32)
+  row_state = hashing.row_bits(seed.astype(jnp.uint32), b, h, row_ids.astype(jnp.uint32))
+  exponential = hashing.exponential_from_bits(hashing.mix32(row_state ^ col_ids.astype(jnp.uint32)))
+  keys = asad_math.sampling_keys(e_own, eps_offset, scale, exponential)
+  keys_ref[...] = asad_math.keys_as_int(keys, eligible)
+
+
+def sampling_keys(q, k, seed, plan: Plan) -> jax.Array:
+  """Kernel 1. q, k: (B, H, 2·n_pad, D) padded layout -> int32 keys (B, H, 2·n_pad, n_pad)."""
+  rows, npad, d = plan.blocks.rows, plan.padded, plan.head_dim
+  per_frame = npad // rows
+  frame_of = lambda r: r // per_frame
+  return _pallas_call(
+      functools.partial(_keys_body, plan=plan), plan, grid=(plan.batch, plan.heads, 2 * per_frame),
+      scalars=[(jnp.asarray(seed, jnp.uint32), False)],
+      inputs=[(q, (None, None, rows, d), lambda b, h, r: (b, h, r, 0)),
+              (k, (None, None, npad, d), lambda b, h, r: (b, h, frame_of(r), 0)),
+              (k, (None, None, npad, d), lambda b, h, r: (b, h, 1 - frame_of(r), 0))],
+      outputs=[(jax.ShapeDtypeStruct((plan.batch, plan.heads, 2 * npad, npad), jnp.int32),
+                (None, None, rows, npad), lambda b, h, r: (b, h, r, 0))],
+      name="asad_keys")[0]
+
+
+# --------------------------------------------------------------------------- 2. select
+
+
+def _count_passes(keys_ref, thresholds, predicate, plan: Plan):
+  """Counts, for each threshold, the slab cells with predicate(keys, flat, threshold)."""
+  rows, npad = plan.blocks.select_rows, plan.padded
+  per_frame = npad // rows
+
+  def step(block, counts):
+    start = pl.multiple_of(block * rows, rows)
+    keys = keys_ref[pl.ds(start, rows), :]
+    frame, block_in_frame = _divmod(block, per_frame)
+    local_rows = lax.broadcasted_iota(jnp.int32, keys.shape, 0) + block_in_frame * rows
+    local_cols = lax.broadcasted_iota(jnp.int32, keys.shape, 1)
+    flat = _flat_index(frame, local_rows, local_cols, plan)
+    return tuple(c + jnp.sum(predicate(keys, flat, t).astype(jnp.float32)).astype(jnp.int32)
+                 for c, t in zip(counts, thresholds))
+
+  zeros = tuple(jnp.int32(0) for _ in thresholds)
+  return lax.fori_loop(0, 2 * per_frame, step, zeros)
+
+
+def _bisect(keys_ref, bracket, predicate, on_lo_side, plan: Plan):
+  """Narrows an integer bracket (lo, hi, count(lo), count(hi)) until hi = lo + 1.
+
+  Each pass counts 15 evenly spaced thresholds in one sweep over the slab; counts are monotone in
+  the threshold, so the thresholds with on_lo_side(count) form a prefix: the last of them becomes
+  lo and the first of the rest becomes hi.
+  """
+  def body(state):
+    lo, hi, c_lo, c_hi = state
+    step = _divmod(hi - lo, _RADIX)[0] + 1
+    thresholds = [jnp.minimum(lo + d * step, hi) for d in range(1, _RADIX)]
+    counts = _count_passes(keys_ref, thresholds, predicate, plan)
+    new_lo, new_c_lo, new_hi, new_c_hi = lo, c_lo, hi, c_hi
+    for t, c in zip(thresholds, counts):
+      lo_side = on_lo_side(c)
+      new_lo, new_c_lo = jnp.where(lo_side, t, new_lo), jnp.where(lo_side, c, new_c_lo)
+    for t, c in zip(reversed(thresholds), reversed(counts)):
+      hi_side = jnp.logical_not(on_lo_side(c))
+      new_hi, new_c_hi = jnp.where(hi_side, t, new_hi), jnp.where(hi_side, c, new_c_hi)
+    return new_lo, new_hi, new_c_lo, new_c_hi
+
+  return lax.while_loop(lambda state: state[1] - state[0] > 1, body, bracket)
+
+
+def _select_body(keys_ref, *, plan: Plan):
+  """Returns (τ, cutoff): drop the cells with key > τ, and those with key == τ and flat <= cutoff."""
+  k = jnp.int32(plan.num_drop)
+  cells = jnp.int32(2 * plan.padded * plan.padded)
+  tau, _, count_ge, count_gt = _bisect(
+      keys_ref, (jnp.int32(0), jnp.int32(_KEY_LIMIT), cells, jnp.int32(0)),
+      lambda keys, flat, t: keys >= t, lambda c: c >= k, plan)
+  # Cells tied at τ: lax.top_k keeps the lower flat indices. Usually all ties fit and the search
+  # below starts already narrowed (hi = lo + 1).
+  need, ties = k - count_gt, count_ge - count_gt
+  last = jnp.int32(plan.length * plan.length - 1)
+  lo = jnp.where(ties > need, jnp.int32(-1), last - 1)
+  _, cutoff, _, _ = _bisect(
+      keys_ref, (lo, last, jnp.int32(0), ties),
+      lambda keys, flat, t: (keys == tau) & (flat <= t), lambda c: c < need, plan)
+  return tau, cutoff
+
+
+def select_threshold(keys, plan: Plan):
+  """Kernel 2. keys (B, H, 2·n_pad, n_pad) int32 -> (τ, cutoff), each (B, H) int32."""
+  slab = (None, None, 2 * plan.padded, plan.padded)
+  return _pallas_call(
+      functools.partial(_select_body, plan=plan), plan, grid=(plan.batch, plan.heads),
+      inputs=[(keys, slab, lambda b, h: (b, h, 0, 0))], scalar_outputs=2, parallel=False,
+      name="asad_select")
+
+
+# --------------------------------------------------------------------------- 3. forward
+
+
+def _forward_body(tau, cutoff, q_ref, k_own_ref, k_other_ref, v_own_ref, v_other_ref, keys_ref,
+                  out_ref, lse_ref, *, plan: Plan):
+  rows = plan.blocks.rows
+  frame, row0 = _row_block_position(plan, rows)
+  s_own, s_other, cols = _own_other_scores(q_ref[...], k_own_ref[...], k_other_ref[...], plan)
+  local_rows = lax.broadcasted_iota(jnp.int32, s_own.shape, 0) + row0
+  drop = _dropped(keys_ref[...], tau, cutoff, frame, local_rows, cols, plan)
+  s_own = jnp.where(drop, asad_math.MASK_VALUE, s_own)
+  row_max = jnp.maximum(jnp.max(s_own, axis=1, keepdims=True),
+                        jnp.max(s_other, axis=1, keepdims=True))
+  e_own = jnp.exp((s_own - row_max) * plan.scale)
+  e_other = jnp.exp((s_other - row_max) * plan.scale)
+  total = jnp.sum(e_own, axis=1, keepdims=True) + jnp.sum(e_other, axis=1, keepdims=True)
+  v_own, v_other = v_own_ref[...], v_other_ref[...]
+  out = (jnp.dot((e_own / total).astype(v_own.dtype), v_own, preferred_element_type=jnp.float32)
+         + jnp.dot((e_other / total).astype(v_other.dtype), v_other,
+                   preferred_element_type=jnp.float32))
+  out_ref[...] = out.astype(out_ref.dtype)
+  lse_ref[...] = row_max * plan.scale + jnp.log(total)
+
+
+def _frame_inputs(plan: Plan, rows: int, *arrays):
+  """Blocks for a row-block program: each array's own frame and other frame, whole."""
+  per_frame = plan.padded // rows
+  frame_of = lambda r: r // per_frame
+  block = (None, None, plan.padded, plan.head_dim)
+  specs = []
+  for a in arrays:
+    specs += [(a, block, lambda b, h, r: (b, h, frame_of(r), 0)),
+              (a, block, lambda b, h, r: (b, h, 1 - frame_of(r), 0))]
+  return specs
+
+
+def masked_forward(q, k, v, keys, tau, cutoff, plan: Plan):
+  """Kernel 3. Padded-layout attention with the ASAD mask -> out (like q), lse (B, H, 2·n_pad, 1)."""
+  rows, npad, d = plan.blocks.rows, plan.padded, plan.head_dim
+  row_block = lambda b, h, r: (b, h, r, 0)
+  return _pallas_call(
+      functools.partial(_forward_body, plan=plan), plan,
+      grid=(plan.batch, plan.heads, 2 * npad // rows),
+      scalars=[(tau, True), (cutoff, True)],
+      inputs=[(q, (None, None, rows, d), row_block), *_frame_inputs(plan, rows, k, v),
+              (keys, (None, None, rows, npad), row_block)],
+      outputs=[(jax.ShapeDtypeStruct(q.shape, q.dtype), (None, None, rows, d), row_block),
+               (jax.ShapeDtypeStruct((plan.batch, plan.heads, 2 * npad, 1), jnp.float32),
+                (None, None, rows, 1), row_block)],
+      name="asad_forward")
+
+
+# --------------------------------------------------------------------------- 4. backward
+
+
+def _dq_body(tau, cutoff, q_ref, k_own_ref, k_other_ref, v_own_ref, v_other_ref, keys_ref,
+             dout_ref, lse_ref, delta_ref, dq_ref, *, plan: Plan):
+  rows = plan.blocks.rows
+  frame, row0 = _row_block_position(plan, rows)
+  k_own, k_other = k_own_ref[...], k_other_ref[...]
+  s_own, s_other, cols = _own_other_scores(q_ref[...], k_own, k_other, plan)
+  local_rows = lax.broadcasted_iota(jnp.int32, s_own.shape, 0) + row0
+  drop = _dropped(keys_ref[...], tau, cutoff, frame, local_rows, cols, plan)
+  s_own = jnp.where(drop, asad_math.MASK_VALUE, s_own)
+  lse, delta, dout = lse_ref[...], delta_ref[...], dout_ref[...]
+  dq = jnp.zeros((rows, plan.head_dim), jnp.float32)
+  for s, k, v_ref in ((s_own, k_own, v_own_ref), (s_other, k_other, v_other_ref)):
+    p = jnp.exp(s * plan.scale - lse)
+    dp = lax.dot_general(dout, v_ref[...], (((1,), (1,)), ((), ())),
+                         preferred_element_type=jnp.float32)
+    ds = p * (dp - delta)
+    dq = dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+  dq_ref[...] = (dq * plan.scale).astype(dq_ref.dtype)
+
+
+def _dkv_body(tau, cutoff, k_ref, v_ref, q_ref, dout_ref, lse_ref, delta_ref, keys_ref,
+              dk_ref, dv_ref, *, plan: Plan):
+  key_rows, rows, npad = plan.blocks.key_rows, plan.blocks.rows, plan.padded
+  key_frame, key_block = _divmod(pl.program_id(2), npad // key_rows)
+  col0 = key_block * key_rows
+  k, v = k_ref[...], v_ref[...]
+  per_frame = npad // rows
+
+  def step(block, carry):
+    dk, dv = carry
+    start = pl.multiple_of(block * rows, rows)
+    q = q_ref[pl.ds(start, rows), :]
+    dout = dout_ref[pl.ds(start, rows), :]
+    lse, delta = lse_ref[pl.ds(start, rows), :], delta_ref[pl.ds(start, rows), :]
+    s, cols = _scores(q, k, plan)
+    cols = cols + col0
+    query_frame, block_in_frame = _divmod(block, per_frame)
+    local_rows = lax.broadcasted_iota(jnp.int32, s.shape, 0) + block_in_frame * rows
+    keys = keys_ref[pl.ds(start, rows), pl.ds(pl.multiple_of(col0, key_rows), key_rows)]
+    drop = (_dropped(keys, tau, cutoff, query_frame, local_rows, cols, plan)
+            & (query_frame == key_frame))
+    s = jnp.where((cols < plan.frame_len) & jnp.logical_not(drop), s, asad_math.MASK_VALUE)
+    p = jnp.exp(s * plan.scale - lse)
+    dv = dv + lax.dot_general(p.astype(dout.dtype), dout, (((0,), (0,)), ((), ())),
+                              preferred_element_type=jnp.float32)
+    dp = lax.dot_general(dout, v, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    ds = p * (dp - delta)
+    dk = dk + lax.dot_general(ds.astype(q.dtype), q, (((0,), (0,)), ((), ())),
+                              preferred_element_type=jnp.float32)
+    return dk, dv
+
+  zeros = jnp.zeros((key_rows, plan.head_dim), jnp.float32)
+  dk, dv = lax.fori_loop(0, 2 * per_frame, step, (zeros, zeros))
+  dk_ref[...] = (dk * plan.scale).astype(dk_ref.dtype)
+  dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+def masked_backward(q, k, v, keys, tau, cutoff, out, lse, dout, plan: Plan):
+  """Kernel 4 (two calls). Gradients of the masked attention for the padded layout."""
+  rows, key_rows, npad, d = plan.blocks.rows, plan.blocks.key_rows, plan.padded, plan.head_dim
+  delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+  row_block = lambda b, h, r: (b, h, r, 0)
+  scalars = [(tau, True), (cutoff, True)]
+  dq = _pallas_call(
+      functools.partial(_dq_body, plan=plan), plan, grid=(plan.batch, plan.heads, 2 * npad // rows),
+      scalars=scalars,
+      inputs=[(q, (None, None, rows, d), row_block), *_frame_inputs(plan, rows, k, v),
+              (keys, (None, None, rows, npad), row_block),
+              (dout, (None, None, rows, d), row_block),
+              (lse, (None, None, rows, 1), row_block), (delta, (None, None, rows, 1), row_block)],
+      outputs=[(jax.ShapeDtypeStruct(q.shape, q.dtype), (None, None, rows, d), row_block)],
+      name="asad_backward_dq")[0]
+  whole = lambda b, h, c: (b, h, 0, 0)
+  dk, dv = _pallas_call(
+      functools.partial(_dkv_body, plan=plan), plan,
+      grid=(plan.batch, plan.heads, 2 * npad // key_rows), scalars=scalars,
+      inputs=[(k, (None, None, key_rows, d), row_block), (v, (None, None, key_rows, d), row_block),
+              (q, (None, None, 2 * npad, d), whole), (dout, (None, None, 2 * npad, d), whole),
+              (lse, (None, None, 2 * npad, 1), whole), (delta, (None, None, 2 * npad, 1), whole),
+              (keys, (None, None, 2 * npad, npad), whole)],
+      outputs=[(jax.ShapeDtypeStruct(k.shape, k.dtype), (None, None, key_rows, d), row_block),
+               (jax.ShapeDtypeStruct(v.shape, v.dtype), (None, None, key_rows, d), row_block)],
+      name="asad_backward_dkv")
+  return dq, dk, dv
+
+
+# --------------------------------------------------------------------------- public pieces
+
+
+def to_padded(x: jax.Array, plan: Plan) -> jax.Array:
+  """(B, L, H, D) -> (B, H, 2·n_pad, D): heads first, each frame zero-padded to n_pad rows."""
+  x = jnp.swapaxes(x, 1, 2).reshape(plan.batch, plan.heads, 2, plan.frame_len, plan.head_dim)
+  x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, plan.padded - plan.frame_len), (0, 0)))
+  return x.reshape(plan.batch, plan.heads, 2 * plan.padded, plan.head_dim)
+
+
+def from_padded(x: jax.Array, plan: Plan) -> jax.Array:
+  """Inverse of `to_padded`."""
+  x = x.reshape(plan.batch, plan.heads, 2, plan.padded, plan.head_dim)[:, :, :, :plan.frame_len]
+  return jnp.swapaxes(x.reshape(plan.batch, plan.heads, plan.length, plan.head_dim), 1, 2)
+
+
+def drop_selection(q, k, seed, plan: Plan):
+  """Kernels 1-2 on (B, L, H, D) inputs: (keys slab, τ, cutoff) — for tests and diagnostics."""
+  keys = sampling_keys(to_padded(q, plan), to_padded(k, plan), seed, plan)
+  tau, cutoff = select_threshold(keys, plan)
+  return keys, tau, cutoff
+
+
+def dense_keys(keys: jax.Array, plan: Plan) -> jax.Array:
+  """The keys slab as the reference's (B, H, L, L) int32 map (0 off the same-frame blocks)."""
+  n, npad = plan.frame_len, plan.padded
+  slab = keys.reshape(plan.batch, plan.heads, 2, npad, npad)[:, :, :, :n, :n]
+  dense = jnp.zeros((plan.batch, plan.heads, plan.length, plan.length), jnp.int32)
+  dense = dense.at[:, :, :n, :n].set(slab[:, :, 0])
+  return dense.at[:, :, n:, n:].set(slab[:, :, 1])
+
+
+def dense_mask(keys, tau, cutoff, plan: Plan) -> jax.Array:
+  """The drop rule of the kernels applied to a dense key map: (B, H, L, L) bool."""
+  dense = dense_keys(keys, plan)
+  flat = jnp.arange(plan.length * plan.length, dtype=jnp.int32).reshape(plan.length, plan.length)
+  tau, cutoff = tau[:, :, None, None], cutoff[:, :, None, None]
+  return (dense > tau) | ((dense == tau) & (flat <= cutoff))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attention(q, k, v, seed, plan: Plan):
+  return _attention_forward(q, k, v, seed, plan)[0]
+
+
+def _attention_forward(q, k, v, seed, plan: Plan):
+  qp, kp, vp = (to_padded(x, plan) for x in (q, k, v))
+  keys = sampling_keys(qp, kp, seed, plan)
+  tau, cutoff = select_threshold(keys, plan)
+  out, lse = masked_forward(qp, kp, vp, keys, tau, cutoff, plan)
+  return from_padded(out, plan), (qp, kp, vp, keys, tau, cutoff, out, lse, seed)
+
+
+def _attention_backward(plan: Plan, residuals, dout):
+  qp, kp, vp, keys, tau, cutoff, out, lse, seed = residuals
+  dq, dk, dv = masked_backward(qp, kp, vp, keys, tau, cutoff, out, lse, to_padded(dout, plan), plan)
+  return (from_padded(dq, plan), from_padded(dk, plan), from_padded(dv, plan),
+          np.zeros(np.shape(seed), jax.dtypes.float0))
+
+
+_attention.defvjp(_attention_forward, _attention_backward)
+
+
+def asad_attention(q, k, v, *, seed, plan: Plan) -> jax.Array:
+  """ASAD attention through the kernels. q, k, v: (B, L, H, D); differentiable in q, k, v."""
+  if plan.num_drop == 0:
+    raise ValueError("ASAD kernels need K > 0 dropped cells; use plain attention for K = 0")
+  return _attention(q, k, v, jnp.asarray(seed, jnp.uint32), plan)

@@ -1,0 +1,155 @@
+"""Pallas ASAD kernels (interpret mode on CPU) against the jnp reference and lax.top_k."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dropmae_jax.ops import asad
+from dropmae_jax.ops import asad_pallas
+
+
+def frame_blocked_scores(q, k, plan):
+  """Raw q·k (B, H, L, L) computed per frame pair at the kernels' padded shapes.
+
+  XLA's CPU matmul rounds differently for different matrix sizes, so the reference gets its
+  logits from matmuls of the same shapes as the kernels' blocks; everything after is its own.
+  """
+  qp = asad_pallas.to_padded(q, plan).reshape(plan.batch, plan.heads, 2, plan.padded, -1)
+  kp = asad_pallas.to_padded(k, plan).reshape(plan.batch, plan.heads, 2, plan.padded, -1)
+  s = jnp.einsum("bhfqd,bhgkd->bhfqgk", qp, kp, preferred_element_type=jnp.float32)
+  n = plan.frame_len
+  return s[:, :, :, :n, :, :n].reshape(plan.batch, plan.heads, 2 * n, 2 * n)
+
+
+def inputs(shape, dtype=jnp.float32, scale=1.5):
+  return tuple((scale if i < 2 else 1.0) * jax.random.normal(jax.random.key(i), shape, dtype)
+               for i in range(3))
+
+
+@pytest.mark.parametrize("backend", ["gpu", "tpu"])
+@pytest.mark.parametrize("shape,temporal,ratio", [
+    ((2, 40, 2, 32), "max", 0.3),
+    ((1, 40, 3, 64), "sum", 0.1),
+    ((2, 392, 2, 32), "max", 0.1),     # the 224² decoder: n = 196, K = 19 · 392
+])
+def test_masks_identical_to_reference(backend, shape, temporal, ratio):
+  q, k, _ = inputs(shape)
+  plan = asad_pallas.make_plan(shape, drop_ratio=ratio, temporal=temporal, backend=backend,
+                               interpret=True, batch_offset=3)
+  scores = frame_blocked_scores(q, k, plan)
+  for seed in (0, 1, 2 ** 31 + 5):
+    seed = jnp.uint32(seed)
+    keys, tau, cutoff = asad_pallas.drop_selection(q, k, seed, plan)
+    mask = np.asarray(asad_pallas.dense_mask(keys, tau, cutoff, plan))
+    ref = np.asarray(asad.drop_mask_reference(scores, seed, drop_ratio=ratio, temporal=temporal,
+                                              batch_offset=3, scale=plan.scale))
+    np.testing.assert_array_equal(mask, ref)
+    assert (mask.sum(axis=(2, 3)) == plan.num_drop).all()
+    # Keys: same formulas and hash; XLA's CPU fusions may round a few float ops differently
+    # (reciprocal-multiplies, FMAs), measured at <= 4 ulp.
+    ref_keys = asad.drop_keys_reference(scores, seed, temporal=temporal, batch_offset=3,
+                                        scale=plan.scale)
+    ulps = np.abs(np.asarray(asad_pallas.dense_keys(keys, plan), np.int64) - np.asarray(ref_keys))
+    assert ulps.max() <= 8, ulps.max()
+    assert ((np.asarray(ref_keys) > 0) == (np.asarray(asad_pallas.dense_keys(keys, plan)) > 0)).all()
+
+
+@pytest.mark.parametrize("backend", ["gpu", "tpu"])
+def test_select_breaks_ties_like_top_k(backend):
+  """Keys from a tiny range tie massively at τ: the cutoff must pick lower flat indices first."""
+  shape = (2, 40, 2, 32)
+  plan = asad_pallas.make_plan(shape, drop_ratio=0.3, temporal="max", backend=backend,
+                               interpret=True)
+  n, npad = plan.frame_len, plan.padded
+  rng = np.random.default_rng(0)
+  slab = np.zeros((2, 2, 2, npad, npad), np.int32)
+  slab[:, :, :, :n, :n] = rng.integers(1, 6, size=(2, 2, 2, n, n))
+  for i in range(n):
+    slab[:, :, :, i, i] = 0                        # the diagonal is never eligible
+  keys = jnp.asarray(slab.reshape(2, 2, 2 * npad, npad))
+  tau, cutoff = asad_pallas.select_threshold(keys, plan)
+  mask = np.asarray(asad_pallas.dense_mask(keys, tau, cutoff, plan))
+  dense = asad_pallas.dense_keys(keys, plan).reshape(2, 2, -1)
+  _, index = jax.lax.top_k(dense, plan.num_drop)
+  expected = np.zeros(dense.shape, bool)
+  np.put_along_axis(expected, np.asarray(index), True, axis=-1)
+  np.testing.assert_array_equal(mask.reshape(expected.shape), expected)
+  assert (np.asarray(cutoff) < plan.length ** 2 - 1).all()   # the tie search really ran
+
+
+@pytest.mark.parametrize("backend", ["gpu", "tpu"])
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 1e-2)])
+def test_output_and_gradients_match_reference(backend, dtype, tol):
+  shape = (2, 40, 2, 32)
+  q, k, v = inputs(shape, dtype)
+  seed = jnp.uint32(9)
+  plan = asad_pallas.make_plan(shape, drop_ratio=0.3, temporal="max", backend=backend,
+                               interpret=True)
+  mask = asad.drop_mask_reference(frame_blocked_scores(q, k, plan), seed, drop_ratio=0.3,
+                                  scale=plan.scale)
+  kernel = lambda q, k, v: asad_pallas.asad_attention(q, k, v, seed=seed, plan=plan)
+  reference = lambda q, k, v: asad.attention_reference(q, k, v, mask)
+  cotangent = jax.random.normal(jax.random.key(7), shape, dtype)
+
+  def loss(fn):
+    return lambda q, k, v: jnp.sum((fn(q, k, v) * cotangent).astype(jnp.float32))
+
+  out, ref = kernel(q, k, v), reference(q, k, v)
+  assert out.dtype == dtype
+  scale = float(jnp.abs(ref.astype(jnp.float32)).max())
+  np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref, np.float32),
+                             rtol=tol, atol=tol * scale)
+  grads = jax.grad(loss(kernel), argnums=(0, 1, 2))(q, k, v)
+  ref_grads = jax.grad(loss(reference), argnums=(0, 1, 2))(q, k, v)
+  for g, r in zip(grads, ref_grads):
+    r = np.asarray(r, np.float32)
+    np.testing.assert_allclose(np.asarray(g, np.float32), r, rtol=tol,
+                               atol=tol * np.abs(r).max())
+
+
+def test_public_op_dispatches_and_validates():
+  shape = (1, 40, 2, 32)
+  q, k, v = inputs(shape)
+  seed = jnp.uint32(4)
+  ref = asad.asad_attention(q, k, v, seed=seed, drop_ratio=0.2, impl="reference")
+  for impl in ("pallas_gpu", "pallas_tpu"):
+    out = asad.asad_attention(q, k, v, seed=seed, drop_ratio=0.2, impl=impl)
+    # Logit rounding differs between the reference's (L, L) matmul and the kernels' blocks, so a
+    # cell at the threshold may flip: compare with a tolerance that one flip would not exceed.
+    assert float(jnp.mean(jnp.abs(out - ref))) < 1e-3
+  assert asad.resolve_impl("auto", "gpu") == asad.VERIFIED_KERNELS.get("gpu", "reference")
+  with pytest.raises(ValueError, match="odd"):
+    asad.asad_attention(q[:, :39], k[:, :39], v[:, :39], seed=seed, drop_ratio=0.2,
+                        impl="pallas_gpu")
+  with pytest.raises(ValueError, match="head dims"):
+    asad_pallas.make_plan((1, 40, 2, 48), drop_ratio=0.2, temporal="max", backend="gpu",
+                          interpret=True)
+  with pytest.raises(ValueError, match="two-halves"):
+    asad.asad_attention(q, k, v, seed=seed, drop_ratio=0.2, impl="pallas_tpu",
+                        frame_ids=asad.halves_frame_ids(1, 40))
+  with pytest.raises(ValueError, match="config.asad.impl"):
+    asad.asad_attention(q, k, v, seed=seed, drop_ratio=0.2, impl="triton")
+  with pytest.raises(ValueError, match="BlockSizes.rows"):
+    asad_pallas.make_plan(shape, drop_ratio=0.2, temporal="max", backend="gpu", interpret=True,
+                          blocks=asad_pallas.BlockSizes(rows=24))
+
+
+@pytest.mark.parametrize("backend,platform", [("gpu", "cuda"), ("tpu", "tpu")])
+def test_kernels_lower_for_their_hardware(backend, platform):
+  """Forward and backward lower through Pallas' Triton / Mosaic TPU rules (no device needed)."""
+  shape = (2, 392, 16, 32)
+  plan = asad_pallas.make_plan(shape, drop_ratio=0.1, temporal="max", backend=backend,
+                               interpret=False)
+
+  def loss(q, k, v, seed):
+    return jnp.sum(asad_pallas.asad_attention(q, k, v, seed=seed, plan=plan).astype(jnp.float32))
+
+  args = [jax.ShapeDtypeStruct(shape, jnp.bfloat16)] * 3 + [jax.ShapeDtypeStruct((), jnp.uint32)]
+  lowered = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(*args).lower(
+      lowering_platforms=(platform,))
+  text = lowered.as_text()
+  for name in ("asad_keys", "asad_select", "asad_forward", "asad_backward_dq",
+               "asad_backward_dkv"):
+    assert name in text, name
