@@ -254,7 +254,7 @@ def sampling_keys(q, k, seed, plan: Plan) -> jax.Array:
   """Kernel 1. q, k: (B, H, 2·n_pad, D) padded layout -> int32 keys (B, H, 2·n_pad, n_pad)."""
   rows, npad, d = plan.blocks.rows, plan.padded, plan.head_dim
   per_frame = npad // rows
-  frame_of = lambda r: r // per_frame
+  frame_of = lambda r: _divmod(r, per_frame)[0]
   return _pallas_call(
       functools.partial(_keys_body, plan=plan), plan, grid=(plan.batch, plan.heads, 2 * per_frame),
       scalars=[(jnp.asarray(seed, jnp.uint32), False)],
@@ -366,7 +366,7 @@ def _forward_body(tau, cutoff, q_ref, k_own_ref, k_other_ref, v_own_ref, v_other
 def _frame_inputs(plan: Plan, rows: int, *arrays):
   """Blocks for a row-block program: each array's own frame and other frame, whole."""
   per_frame = plan.padded // rows
-  frame_of = lambda r: r // per_frame
+  frame_of = lambda r: _divmod(r, per_frame)[0]
   block = (None, None, plan.padded, plan.head_dim)
   specs = []
   for a in arrays:
