@@ -37,11 +37,11 @@ def inputs(shape, dtype=jnp.float32, scale=1.5):
 def test_masks_identical_to_reference(backend, shape, temporal, ratio):
   q, k, _ = inputs(shape)
   plan = asad_pallas.make_plan(shape, drop_ratio=ratio, temporal=temporal, backend=backend,
-                               interpret=True, batch_offset=3)
+                               interpret=True)
   scores = frame_blocked_scores(q, k, plan)
   for seed in (0, 1, 2 ** 31 + 5):
     seed = jnp.uint32(seed)
-    keys, tau, cutoff = asad_pallas.drop_selection(q, k, seed, plan)
+    keys, tau, cutoff = asad_pallas.drop_selection(q, k, seed, plan, batch_offset=3)
     mask = np.asarray(asad_pallas.dense_mask(keys, tau, cutoff, plan))
     ref = np.asarray(asad.drop_mask_reference(scores, seed, drop_ratio=ratio, temporal=temporal,
                                               batch_offset=3, scale=plan.scale))
@@ -153,3 +153,24 @@ def test_kernels_lower_for_their_hardware(backend, platform):
   for name in ("asad_keys", "asad_select", "asad_forward", "asad_backward_dq",
                "asad_backward_dkv"):
     assert name in text, name
+
+
+def test_sharded_kernel_drops_the_same_cells_as_one_device():
+  """Under a 4 x 2 mesh the kernel runs per shard (shard_map) and hashes global batch rows."""
+  from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+  shape = (8, 40, 2, 32)
+  q, k, v = inputs(shape)
+  seed = jnp.uint32(21)
+  attention = lambda q, k, v: asad.asad_attention(q, k, v, seed=seed, drop_ratio=0.3,
+                                                  impl="pallas_gpu")
+  loss = lambda q, k, v: jnp.sum(jnp.sin(attention(q, k, v)))
+  single = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
+  mesh = Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "fsdp"),
+              axis_types=(AxisType.Auto,) * 2)
+  sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+  with jax.set_mesh(mesh):
+    fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+    sharded = fn(*(jax.device_put(x, sharding) for x in (q, k, v)))
+    assert "shard_map" in str(jax.make_jaxpr(fn)(q, k, v))
+  for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

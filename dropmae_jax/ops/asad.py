@@ -196,15 +196,39 @@ def asad_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, seed: jax.Array,
     if frame_ids is not None:
       raise ValueError(f"ASAD impl {impl!r} supports the decoder's two-halves layout only; use "
                        "config.asad.impl='reference' with asad.in_encoder")
-    plan = asad_pallas.make_plan(q.shape, drop_ratio=drop_ratio, temporal=temporal,
-                                 backend=impl.removeprefix("pallas_"),
-                                 interpret=jax.default_backend() == "cpu",
-                                 batch_offset=batch_offset)
-    return asad_pallas.asad_attention(q, k, v, seed=seed, plan=plan)
+    return _kernel_attention(q, k, v, seed, drop_ratio, temporal, impl, batch_offset)
   scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
   mask = drop_mask_reference(scores, seed, drop_ratio=drop_ratio, frame_ids=frame_ids,
                              temporal=temporal, batch_offset=batch_offset, scale=scale)
   return attention_reference(q, k, v, mask)
+
+
+def _kernel_attention(q, k, v, seed, drop_ratio, temporal, impl, batch_offset):
+  """The Pallas path. Under a mesh (jax.set_mesh) the batch is split over every mesh axis with
+  shard_map — Pallas calls are not partitioned automatically — and each shard hashes its global
+  batch rows, so any device count drops the same cells."""
+  make_plan = lambda shape: asad_pallas.make_plan(
+      shape, drop_ratio=drop_ratio, temporal=temporal, backend=impl.removeprefix("pallas_"),
+      interpret=jax.default_backend() == "cpu")
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1:
+    return asad_pallas.asad_attention(q, k, v, seed=seed, plan=make_plan(q.shape),
+                                      batch_offset=batch_offset)
+  axes = tuple(mesh.axis_names)
+  if q.shape[0] % mesh.size:
+    raise ValueError(f"ASAD kernels split the batch over all {mesh.size} devices of the mesh; "
+                     f"batch {q.shape[0]} does not divide")
+  local_shape = (q.shape[0] // mesh.size, *q.shape[1:])
+  plan = make_plan(local_shape)
+
+  def per_shard(q, k, v, seed):
+    offset = batch_offset + jax.lax.axis_index(axes) * local_shape[0]
+    return asad_pallas.asad_attention(q, k, v, seed=seed, plan=plan, batch_offset=offset)
+
+  batch = jax.sharding.PartitionSpec(axes)
+  return jax.shard_map(per_shard, mesh=mesh, in_specs=(batch, batch, batch,
+                                                       jax.sharding.PartitionSpec()),
+                       out_specs=batch, check_vma=False)(q, k, v, jnp.asarray(seed, jnp.uint32))
 
 
 def plain_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:

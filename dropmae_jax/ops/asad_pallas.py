@@ -59,7 +59,6 @@ class Plan:
   head_dim: int
   num_drop: int           # K cells dropped per (b, h)
   temporal: str
-  batch_offset: int
   backend: str
   interpret: bool
   blocks: BlockSizes
@@ -78,7 +77,7 @@ class Plan:
 
 
 def make_plan(q_shape, *, drop_ratio: float, temporal: str, backend: str, interpret: bool,
-              batch_offset: int = 0, blocks: BlockSizes | None = None) -> Plan:
+              blocks: BlockSizes | None = None) -> Plan:
   """Validates a (B, L, H, D) call for the kernels; errors name the unsupported dimension."""
   if backend not in BACKENDS:
     raise ValueError(f"ASAD kernel backend must be one of {BACKENDS}, got {backend!r}")
@@ -91,7 +90,7 @@ def make_plan(q_shape, *, drop_ratio: float, temporal: str, backend: str, interp
     raise ValueError(f"ASAD kernels support head dims {SUPPORTED_HEAD_DIMS}, got {head_dim} "
                      "(use config.asad.impl='reference')")
   plan = Plan(batch, heads, length // 2, head_dim, asad_math.num_dropped_cells(length, drop_ratio),
-              temporal, batch_offset, backend, interpret, blocks or DEFAULT_BLOCKS[backend])
+              temporal, backend, interpret, blocks or DEFAULT_BLOCKS[backend])
   if 2 * plan.padded > asad_math.MAX_EXACT_TERMS or length * length >= 2 ** 31:
     raise ValueError(f"ASAD kernels support frames of up to {asad_math.MAX_EXACT_TERMS // 2} "
                      f"tokens, got {plan.frame_len}")
@@ -218,7 +217,7 @@ def _row_block_position(plan: Plan, rows: int):
 # --------------------------------------------------------------------------- 1. keys
 
 
-def _keys_body(seed, q_ref, k_own_ref, k_other_ref, keys_ref, *, plan: Plan):
+def _keys_body(seed, batch_offset, q_ref, k_own_ref, k_other_ref, keys_ref, *, plan: Plan):
   rows = plan.blocks.rows
   frame, row0 = _row_block_position(plan, rows)
   s_own, s_other, cols = _own_other_scores(q_ref[...], k_own_ref[...], k_other_ref[...], plan)
@@ -242,7 +241,7 @@ def _keys_body(seed, q_ref, k_own_ref, k_other_ref, keys_ref, *, plan: Plan):
   first_token = frame * plan.frame_len
   row_ids = lax.broadcasted_iota(jnp.int32, (rows, 1), 0) + row0 + first_token
   col_ids = lax.broadcasted_iota(jnp.int32, (1, plan.padded), 1) + first_token
-  b = (pl.program_id(0) + plan.batch_offset).astype(jnp.uint32)
+  b = (pl.program_id(0) + batch_offset).astype(jnp.uint32)
   h = pl.program_id(1).astype(jnp.uint32)
   row_state = hashing.row_bits(seed.astype(jnp.uint32), b, h, row_ids.astype(jnp.uint32))
   exponential = hashing.exponential_from_bits(hashing.mix32(row_state ^ col_ids.astype(jnp.uint32)))
@@ -250,14 +249,18 @@ def _keys_body(seed, q_ref, k_own_ref, k_other_ref, keys_ref, *, plan: Plan):
   keys_ref[...] = asad_math.keys_as_int(keys, eligible)
 
 
-def sampling_keys(q, k, seed, plan: Plan) -> jax.Array:
-  """Kernel 1. q, k: (B, H, 2·n_pad, D) padded layout -> int32 keys (B, H, 2·n_pad, n_pad)."""
+def sampling_keys(q, k, seed, batch_offset, plan: Plan) -> jax.Array:
+  """Kernel 1. q, k: (B, H, 2·n_pad, D) padded layout -> int32 keys (B, H, 2·n_pad, n_pad).
+
+  batch_offset: int32 scalar, the global batch index of row 0 (a shard hashes global rows).
+  """
   rows, npad, d = plan.blocks.rows, plan.padded, plan.head_dim
   per_frame = npad // rows
   frame_of = lambda r: _divmod(r, per_frame)[0]
   return _pallas_call(
       functools.partial(_keys_body, plan=plan), plan, grid=(plan.batch, plan.heads, 2 * per_frame),
-      scalars=[(jnp.asarray(seed, jnp.uint32), False)],
+      scalars=[(jnp.asarray(seed, jnp.uint32), False),
+               (jnp.asarray(batch_offset, jnp.int32), False)],
       inputs=[(q, (None, None, rows, d), lambda b, h, r: (b, h, r, 0)),
               (k, (None, None, npad, d), lambda b, h, r: (b, h, frame_of(r), 0)),
               (k, (None, None, npad, d), lambda b, h, r: (b, h, 1 - frame_of(r), 0))],
@@ -496,9 +499,9 @@ def from_padded(x: jax.Array, plan: Plan) -> jax.Array:
   return jnp.swapaxes(x.reshape(plan.batch, plan.heads, plan.length, plan.head_dim), 1, 2)
 
 
-def drop_selection(q, k, seed, plan: Plan):
+def drop_selection(q, k, seed, plan: Plan, batch_offset=0):
   """Kernels 1-2 on (B, L, H, D) inputs: (keys slab, τ, cutoff) — for tests and diagnostics."""
-  keys = sampling_keys(to_padded(q, plan), to_padded(k, plan), seed, plan)
+  keys = sampling_keys(to_padded(q, plan), to_padded(k, plan), seed, batch_offset, plan)
   tau, cutoff = select_threshold(keys, plan)
   return keys, tau, cutoff
 
@@ -520,31 +523,37 @@ def dense_mask(keys, tau, cutoff, plan: Plan) -> jax.Array:
   return (dense > tau) | ((dense == tau) & (flat <= cutoff))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _attention(q, k, v, seed, plan: Plan):
-  return _attention_forward(q, k, v, seed, plan)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _attention(q, k, v, seed, batch_offset, plan: Plan):
+  return _attention_forward(q, k, v, seed, batch_offset, plan)[0]
 
 
-def _attention_forward(q, k, v, seed, plan: Plan):
+def _attention_forward(q, k, v, seed, batch_offset, plan: Plan):
   qp, kp, vp = (to_padded(x, plan) for x in (q, k, v))
-  keys = sampling_keys(qp, kp, seed, plan)
+  keys = sampling_keys(qp, kp, seed, batch_offset, plan)
   tau, cutoff = select_threshold(keys, plan)
   out, lse = masked_forward(qp, kp, vp, keys, tau, cutoff, plan)
-  return from_padded(out, plan), (qp, kp, vp, keys, tau, cutoff, out, lse, seed)
+  # The keys slab (4·B·H·n_pad² bytes) is kept for the backward pass rather than recomputed.
+  return from_padded(out, plan), (qp, kp, vp, keys, tau, cutoff, out, lse)
 
 
 def _attention_backward(plan: Plan, residuals, dout):
-  qp, kp, vp, keys, tau, cutoff, out, lse, seed = residuals
+  qp, kp, vp, keys, tau, cutoff, out, lse = residuals
   dq, dk, dv = masked_backward(qp, kp, vp, keys, tau, cutoff, out, lse, to_padded(dout, plan), plan)
-  return (from_padded(dq, plan), from_padded(dk, plan), from_padded(dv, plan),
-          np.zeros(np.shape(seed), jax.dtypes.float0))
+  no_gradient = np.zeros((), jax.dtypes.float0)
+  return (from_padded(dq, plan), from_padded(dk, plan), from_padded(dv, plan), no_gradient,
+          no_gradient)
 
 
 _attention.defvjp(_attention_forward, _attention_backward)
 
 
-def asad_attention(q, k, v, *, seed, plan: Plan) -> jax.Array:
-  """ASAD attention through the kernels. q, k, v: (B, L, H, D); differentiable in q, k, v."""
+def asad_attention(q, k, v, *, seed, plan: Plan, batch_offset=0) -> jax.Array:
+  """ASAD attention through the kernels. q, k, v: (B, L, H, D); differentiable in q, k, v.
+
+  seed: uint32 scalar; batch_offset: int32 scalar, global index of batch row 0 (per-shard calls).
+  """
   if plan.num_drop == 0:
     raise ValueError("ASAD kernels need K > 0 dropped cells; use plain attention for K = 0")
-  return _attention(q, k, v, jnp.asarray(seed, jnp.uint32), plan)
+  return _attention(q, k, v, jnp.asarray(seed, jnp.uint32), jnp.asarray(batch_offset, jnp.int32),
+                    plan)

