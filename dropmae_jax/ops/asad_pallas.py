@@ -11,7 +11,8 @@ never hold more than one block of query rows against one frame of keys:
              cutoff that reproduces `lax.top_k`'s lower-index-first rule.
   3. forward (grid B, H, row blocks): attention whose same-frame logits are masked where
              key > τ or (key == τ and flat index <= cutoff); writes out and the row log-sum-exp.
-  4. backward: dq over row blocks, dk/dv over key blocks, regenerating the same mask.
+  4. backward: dq over row blocks, dk/dv over key blocks, reading the int8 mask that the forward
+             kernel wrote (a quarter of the keys slab, which is freed after the forward pass).
 
 Layout inside: (B, H, 2·n_pad, ·) — each frame's n tokens padded to n_pad = max(128, 2^⌈log2 n⌉)
 rows, so that frame boundaries fall on block boundaries and every block shape is a power of two
@@ -346,7 +347,7 @@ def select_threshold(keys, plan: Plan):
 
 
 def _forward_body(tau, cutoff, q_ref, k_own_ref, k_other_ref, v_own_ref, v_other_ref, keys_ref,
-                  out_ref, lse_ref, *, plan: Plan):
+                  out_ref, lse_ref, drop_ref, *, plan: Plan):
   rows = plan.blocks.rows
   frame, row0 = _row_block_position(plan, rows)
   s_own, s_other, cols = _own_other_scores(q_ref[...], k_own_ref[...], k_other_ref[...], plan)
@@ -364,6 +365,7 @@ def _forward_body(tau, cutoff, q_ref, k_own_ref, k_other_ref, v_own_ref, v_other
                    preferred_element_type=jnp.float32))
   out_ref[...] = out.astype(out_ref.dtype)
   lse_ref[...] = row_max * plan.scale + jnp.log(total)
+  drop_ref[...] = drop.astype(jnp.int8)
 
 
 def _frame_inputs(plan: Plan, rows: int, *arrays):
@@ -379,7 +381,11 @@ def _frame_inputs(plan: Plan, rows: int, *arrays):
 
 
 def masked_forward(q, k, v, keys, tau, cutoff, plan: Plan):
-  """Kernel 3. Padded-layout attention with the ASAD mask -> out (like q), lse (B, H, 2·n_pad, 1)."""
+  """Kernel 3. Padded-layout attention with the ASAD mask.
+
+  Returns out (like q), lse (B, H, 2·n_pad, 1) float32 and the drop mask as int8
+  (B, H, 2·n_pad, n_pad) — a quarter of the keys slab, kept for the backward pass.
+  """
   rows, npad, d = plan.blocks.rows, plan.padded, plan.head_dim
   row_block = lambda b, h, r: (b, h, r, 0)
   return _pallas_call(
@@ -390,22 +396,20 @@ def masked_forward(q, k, v, keys, tau, cutoff, plan: Plan):
               (keys, (None, None, rows, npad), row_block)],
       outputs=[(jax.ShapeDtypeStruct(q.shape, q.dtype), (None, None, rows, d), row_block),
                (jax.ShapeDtypeStruct((plan.batch, plan.heads, 2 * npad, 1), jnp.float32),
-                (None, None, rows, 1), row_block)],
+                (None, None, rows, 1), row_block),
+               (jax.ShapeDtypeStruct(keys.shape, jnp.int8), (None, None, rows, npad), row_block)],
       name="asad_forward")
 
 
 # --------------------------------------------------------------------------- 4. backward
 
 
-def _dq_body(tau, cutoff, q_ref, k_own_ref, k_other_ref, v_own_ref, v_other_ref, keys_ref,
+def _dq_body(q_ref, k_own_ref, k_other_ref, v_own_ref, v_other_ref, drop_ref,
              dout_ref, lse_ref, delta_ref, dq_ref, *, plan: Plan):
   rows = plan.blocks.rows
-  frame, row0 = _row_block_position(plan, rows)
   k_own, k_other = k_own_ref[...], k_other_ref[...]
-  s_own, s_other, cols = _own_other_scores(q_ref[...], k_own, k_other, plan)
-  local_rows = lax.broadcasted_iota(jnp.int32, s_own.shape, 0) + row0
-  drop = _dropped(keys_ref[...], tau, cutoff, frame, local_rows, cols, plan)
-  s_own = jnp.where(drop, asad_math.MASK_VALUE, s_own)
+  s_own, s_other, _ = _own_other_scores(q_ref[...], k_own, k_other, plan)
+  s_own = jnp.where(drop_ref[...] != 0, asad_math.MASK_VALUE, s_own)
   lse, delta, dout = lse_ref[...], delta_ref[...], dout_ref[...]
   dq = jnp.zeros((rows, plan.head_dim), jnp.float32)
   for s, k, v_ref in ((s_own, k_own, v_own_ref), (s_other, k_other, v_other_ref)):
@@ -417,7 +421,7 @@ def _dq_body(tau, cutoff, q_ref, k_own_ref, k_other_ref, v_own_ref, v_other_ref,
   dq_ref[...] = (dq * plan.scale).astype(dq_ref.dtype)
 
 
-def _dkv_body(tau, cutoff, k_ref, v_ref, q_ref, dout_ref, lse_ref, delta_ref, keys_ref,
+def _dkv_body(k_ref, v_ref, q_ref, dout_ref, lse_ref, delta_ref, drop_ref,
               dk_ref, dv_ref, *, plan: Plan):
   key_rows, rows, npad = plan.blocks.key_rows, plan.blocks.rows, plan.padded
   key_frame, key_block = _divmod(pl.program_id(2), npad // key_rows)
@@ -433,11 +437,9 @@ def _dkv_body(tau, cutoff, k_ref, v_ref, q_ref, dout_ref, lse_ref, delta_ref, ke
     lse, delta = lse_ref[pl.ds(start, rows), :], delta_ref[pl.ds(start, rows), :]
     s, cols = _scores(q, k, plan)
     cols = cols + col0
-    query_frame, block_in_frame = _divmod(block, per_frame)
-    local_rows = lax.broadcasted_iota(jnp.int32, s.shape, 0) + block_in_frame * rows
-    keys = keys_ref[pl.ds(start, rows), pl.ds(pl.multiple_of(col0, key_rows), key_rows)]
-    drop = (_dropped(keys, tau, cutoff, query_frame, local_rows, cols, plan)
-            & (query_frame == key_frame))
+    query_frame = _divmod(block, per_frame)[0]
+    drop = drop_ref[pl.ds(start, rows), pl.ds(pl.multiple_of(col0, key_rows), key_rows)]
+    drop = (drop != 0) & (query_frame == key_frame)
     s = jnp.where((cols < plan.frame_len) & jnp.logical_not(drop), s, asad_math.MASK_VALUE)
     p = jnp.exp(s * plan.scale - lse)
     dv = dv + lax.dot_general(p.astype(dout.dtype), dout, (((0,), (0,)), ((), ())),
@@ -454,17 +456,18 @@ def _dkv_body(tau, cutoff, k_ref, v_ref, q_ref, dout_ref, lse_ref, delta_ref, ke
   dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
-def masked_backward(q, k, v, keys, tau, cutoff, out, lse, dout, plan: Plan):
-  """Kernel 4 (two calls). Gradients of the masked attention for the padded layout."""
+def masked_backward(q, k, v, drop, out, lse, dout, plan: Plan):
+  """Kernel 4 (two calls). Gradients of the masked attention for the padded layout.
+
+  drop: the int8 mask written by `masked_forward`.
+  """
   rows, key_rows, npad, d = plan.blocks.rows, plan.blocks.key_rows, plan.padded, plan.head_dim
   delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
   row_block = lambda b, h, r: (b, h, r, 0)
-  scalars = [(tau, True), (cutoff, True)]
   dq = _pallas_call(
       functools.partial(_dq_body, plan=plan), plan, grid=(plan.batch, plan.heads, 2 * npad // rows),
-      scalars=scalars,
       inputs=[(q, (None, None, rows, d), row_block), *_frame_inputs(plan, rows, k, v),
-              (keys, (None, None, rows, npad), row_block),
+              (drop, (None, None, rows, npad), row_block),
               (dout, (None, None, rows, d), row_block),
               (lse, (None, None, rows, 1), row_block), (delta, (None, None, rows, 1), row_block)],
       outputs=[(jax.ShapeDtypeStruct(q.shape, q.dtype), (None, None, rows, d), row_block)],
@@ -472,11 +475,11 @@ def masked_backward(q, k, v, keys, tau, cutoff, out, lse, dout, plan: Plan):
   whole = lambda b, h, c: (b, h, 0, 0)
   dk, dv = _pallas_call(
       functools.partial(_dkv_body, plan=plan), plan,
-      grid=(plan.batch, plan.heads, 2 * npad // key_rows), scalars=scalars,
+      grid=(plan.batch, plan.heads, 2 * npad // key_rows),
       inputs=[(k, (None, None, key_rows, d), row_block), (v, (None, None, key_rows, d), row_block),
               (q, (None, None, 2 * npad, d), whole), (dout, (None, None, 2 * npad, d), whole),
               (lse, (None, None, 2 * npad, 1), whole), (delta, (None, None, 2 * npad, 1), whole),
-              (keys, (None, None, 2 * npad, npad), whole)],
+              (drop, (None, None, 2 * npad, npad), whole)],
       outputs=[(jax.ShapeDtypeStruct(k.shape, k.dtype), (None, None, key_rows, d), row_block),
                (jax.ShapeDtypeStruct(v.shape, v.dtype), (None, None, key_rows, d), row_block)],
       name="asad_backward_dkv")
@@ -532,14 +535,14 @@ def _attention_forward(q, k, v, seed, batch_offset, plan: Plan):
   qp, kp, vp = (to_padded(x, plan) for x in (q, k, v))
   keys = sampling_keys(qp, kp, seed, batch_offset, plan)
   tau, cutoff = select_threshold(keys, plan)
-  out, lse = masked_forward(qp, kp, vp, keys, tau, cutoff, plan)
-  # The keys slab (4·B·H·n_pad² bytes) is kept for the backward pass rather than recomputed.
-  return from_padded(out, plan), (qp, kp, vp, keys, tau, cutoff, out, lse)
+  out, lse, drop = masked_forward(qp, kp, vp, keys, tau, cutoff, plan)
+  # The backward pass reads the int8 mask (B·H·2·n_pad² bytes); the keys slab dies here.
+  return from_padded(out, plan), (qp, kp, vp, drop, out, lse)
 
 
 def _attention_backward(plan: Plan, residuals, dout):
-  qp, kp, vp, keys, tau, cutoff, out, lse = residuals
-  dq, dk, dv = masked_backward(qp, kp, vp, keys, tau, cutoff, out, lse, to_padded(dout, plan), plan)
+  qp, kp, vp, drop, out, lse = residuals
+  dq, dk, dv = masked_backward(qp, kp, vp, drop, out, lse, to_padded(dout, plan), plan)
   no_gradient = np.zeros((), jax.dtypes.float0)
   return (from_padded(dq, plan), from_padded(dk, plan), from_padded(dv, plan), no_gradient,
           no_gradient)
