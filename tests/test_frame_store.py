@@ -34,7 +34,7 @@ def test_store_equals_the_source_frames(video_tree, store):
     meta = json.load(f)
   assert meta["num_frames"] == sum(len(decode_all(p)) for p in good)
   for i in range(len(st)):
-    rec = st.videos[i]
+    rec = st.video_info(i)
     source = decode_all(os.path.join(video_tree, rec["path"]))
     assert rec["num_frames"] == len(source)
     images, idx = st.read_sampled_frames(i, lambda n: (3, n // 2, n - 1))
@@ -46,6 +46,33 @@ def test_store_equals_the_source_frames(video_tree, store):
     assert err < 8.0, f"{rec['path']}: mean JPEG error {err:.2f}"
     assert err < 0.7 * shifted, f"{rec['path']}: frame identity unclear ({err:.2f} vs {shifted:.2f})"
     assert rec["fps"] == pytest.approx(25.0)
+
+
+def test_readers_carry_frame_counts_not_manifests(store):
+  import pickle
+  st = frame_store.FrameStore(store)
+  st.describe(0)   # loads a manifest into this reader
+  clone = pickle.loads(pickle.dumps(st))
+  assert b"clip" not in pickle.dumps(st)   # no video paths travel to grain workers
+  assert [clone.num_frames(i) for i in range(len(st))] == [
+      st.video_info(i)["num_frames"] for i in range(len(st))]
+  assert clone.describe(5) == st.describe(5) and clone.describe(5).endswith(".mp4")
+  with pytest.raises(IndexError, match="out of range"):
+    st.video_info(len(st))
+
+
+def test_store_of_an_older_format_asks_for_a_rebuild(store, tmp_path):
+  import shutil
+  old = str(tmp_path / "old")
+  shutil.copytree(store, old)
+  path = os.path.join(old, frame_store.INDEX_FILE)
+  with open(path) as f:
+    meta = json.load(f)
+  del meta["format_version"]
+  with open(path, "w") as f:
+    json.dump(meta, f)
+  with pytest.raises(ValueError, match="format 1.*re-run build_frame_store"):
+    frame_store.FrameStore(old)
 
 
 def test_corrupt_video_is_reported_not_stored(store):

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import sys
 
+import numpy as np
 import tqdm
 
 from dropmae_jax.data import frame_store
@@ -89,14 +90,20 @@ def build(src: str, out: str, *, short_side: int = 256, quality: int = 90,
   skipped = [s for m in manifests for s in m["skipped"]]
   _write_atomic_json(os.path.join(out, frame_store.REPORT_FILE),
                      {"skipped_videos": len(skipped), "skipped": skipped})
+  counts = np.array([v["num_frames"] for m in manifests for v in m["videos"]], np.int32)
+  with open(os.path.join(out, frame_store.COUNTS_FILE + ".tmp"), "wb") as f:
+    np.save(f, counts)
+  os.replace(os.path.join(out, frame_store.COUNTS_FILE + ".tmp"),
+             os.path.join(out, frame_store.COUNTS_FILE))
   store_index = {
+      "format_version": frame_store.FORMAT_VERSION,
       "num_videos": sum(len(m["videos"]) for m in manifests),
       "num_frames": sum(m["records"] for m in manifests),
       "bytes": sum(m["bytes"] for m in manifests),
       "skipped_videos": len(skipped),
       "short_side": short_side, "quality": quality, "source": os.path.abspath(src),
-      "shards": [{"file": m["file"], "records": m["records"], "videos": m["videos"]}
-                 for m in manifests],
+      "shards": [{"file": m["file"], "manifest": frame_store.shard_name(m["shard"]) + ".json",
+                  "records": m["records"], "num_videos": len(m["videos"])} for m in manifests],
   }
   _write_atomic_json(os.path.join(out, frame_store.INDEX_FILE), store_index)
   return store_index

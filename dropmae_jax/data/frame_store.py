@@ -10,10 +10,13 @@ Layout of OUT/:
   shard-00000.array_record ...   records: one JPEG frame each, videos stored consecutively
   shard-00000.json ...           per-shard manifest: each video's path, fps, size and frame count,
                                  and the videos skipped (with why)
-  index.json                     shards, per-video frame counts, settings (written last: the
-                                 store is complete when it exists)
-A pair costs two small reads and two JPEG decodes, whatever the video's length.
+  frame_counts.npy               int32 (num_videos,): frames per video, in store order
+  index.json                     shards (file, manifest, records, num_videos), totals and settings; no
+                                 per-video entries, so readers stay small at Kinetics scale
+                                 (written last: the store is complete when it exists)
   report.json                    every skipped video and the reason
+A pair costs two small reads and two JPEG decodes, whatever the video's length. A reader holds
+the frame counts (4 bytes a video) and opens a shard's manifest only to name a video.
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ from PIL import Image
 from dropmae_jax.data import video
 
 INDEX_FILE = "index.json"
+COUNTS_FILE = "frame_counts.npy"
 REPORT_FILE = "report.json"
+FORMAT_VERSION = 2   # 1 (before): index.json listed every video
 
 
 def shard_name(i: int) -> str:
@@ -74,7 +79,8 @@ def decode_jpeg(data: bytes) -> Image.Image:
 class FrameStore:
   """Read side: `len(store)` videos; `read_sampled_frames(i, choose)` like `video.read_sampled_frames`.
 
-  Picklable (grain workers): the ArrayRecord readers open lazily in each process.
+  Picklable (grain workers): a pickle carries the frame counts, never the manifests, and the
+  ArrayRecord readers open lazily in each process.
   """
 
   def __init__(self, directory: str):
@@ -86,20 +92,46 @@ class FrameStore:
           "build one with python -m dropmae_jax.data.build_frame_store --src VIDEOS --out DIR")
     with open(index_path) as f:
       self.index = json.load(f)
-    self._shards = [os.path.join(self.directory, s["file"]) for s in self.index["shards"]
-                    if s["records"] > 0]
-    self._source = None
-    self.videos = [v for s in self.index["shards"] for v in s["videos"]]
-    if not self._shards or not self.videos:
+    if self.index.get("format_version") != FORMAT_VERSION:
+      raise ValueError(
+          f"{index_path}: frame store format {self.index.get('format_version', 1)}, this code "
+          f"reads {FORMAT_VERSION}; re-run build_frame_store with the same --src/--out (finished "
+          "shards are kept, only the index is rewritten)")
+    counts_path = os.path.join(self.directory, COUNTS_FILE)
+    self._counts = np.load(counts_path).astype(np.int64)
+    shards = [s for s in self.index["shards"] if s["num_videos"] > 0]
+    if not shards or len(self._counts) == 0:
       raise ValueError(f"frame store {directory!r} holds no videos (see its {REPORT_FILE})")
-    counts = np.array([v["num_frames"] for v in self.videos], np.int64)
-    self._first_frame = np.concatenate([[0], np.cumsum(counts)[:-1]])  # global record index
+    if len(self._counts) != sum(s["num_videos"] for s in shards) or int(
+        self._counts.sum()) != sum(s["records"] for s in shards):
+      raise ValueError(f"{counts_path}: {len(self._counts)} videos / {int(self._counts.sum())} "
+                       f"frames disagree with {index_path}; rebuild the index by re-running "
+                       "build_frame_store")
+    self._shards = [os.path.join(self.directory, s["file"]) for s in shards]
+    self._manifest_files = [os.path.join(self.directory, s["manifest"]) for s in shards]
+    self._shard_start = np.cumsum([0] + [s["num_videos"] for s in shards])  # first video per shard
+    self._first_frame = np.concatenate([[0], np.cumsum(self._counts)[:-1]])  # global record index
+    self._source = None
+    self._manifests: dict[int, list[dict]] = {}
 
   def __len__(self) -> int:
-    return len(self.videos)
+    return len(self._counts)
 
   def __getstate__(self):
-    return {**self.__dict__, "_source": None}
+    return {**self.__dict__, "_source": None, "_manifests": {}}
+
+  def num_frames(self, i: int) -> int:
+    return int(self._counts[i])
+
+  def video_info(self, i: int) -> dict:
+    """Video i's manifest entry: path (relative to the source), fps, width, height, num_frames."""
+    if not 0 <= i < len(self):
+      raise IndexError(f"video {i} out of range [0, {len(self)})")
+    shard = int(np.searchsorted(self._shard_start, i, side="right")) - 1
+    if shard not in self._manifests:
+      with open(self._manifest_files[shard]) as f:
+        self._manifests[shard] = json.load(f)["videos"]
+    return self._manifests[shard][i - int(self._shard_start[shard])]
 
   def _records(self):
     if self._source is None:
@@ -116,8 +148,8 @@ class FrameStore:
 
     PIL images rather than arrays: the augmentation crops them directly (two copies fewer).
     """
-    indices = tuple(int(t) for t in choose(self.videos[i]["num_frames"]))
+    indices = tuple(int(t) for t in choose(self.num_frames(i)))
     return [self.frame(i, t) for t in indices], indices
 
   def describe(self, i: int) -> str:
-    return f"{self.directory}:{self.videos[i]['path']}"
+    return f"{self.directory}:{self.video_info(i)['path']}"

@@ -60,18 +60,22 @@ def crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[f
   return (height - h) // 2, (width - w) // 2, h, w
 
 
-def random_resized_crop(image: np.ndarray | Image.Image, size: int, scale: tuple[float, float],
-                        ratio: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
-  """uint8 (H, W, 3) or an RGB PIL image -> uint8 (size, size, 3): torchvision's crop, then a
-  PIL bicubic resize.
+def resized_crop_image(image: np.ndarray | Image.Image, size: int, scale: tuple[float, float],
+                       ratio: tuple[float, float], rng: np.random.Generator) -> Image.Image:
+  """uint8 (H, W, 3) or an RGB PIL image -> RGB PIL image (size, size): torchvision's
+  RandomResizedCrop, crop then a PIL bicubic resize.
 
   Crop-then-resize (not `resize(box=...)`) as torchvision does on PIL images, so pixels match.
-  A PIL image (as the frame store decodes them) skips two array copies.
   """
   pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
   top, left, h, w = crop_box(pil.height, pil.width, scale, ratio, rng)
-  crop = pil.crop((left, top, left + w, top + h))
-  return np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC))
+  return pil.crop((left, top, left + w, top + h)).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def random_resized_crop(image: np.ndarray | Image.Image, size: int, scale: tuple[float, float],
+                        ratio: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+  """`resized_crop_image` as uint8 (size, size, 3)."""
+  return np.asarray(resized_crop_image(image, size, scale, ratio, rng))
 
 
 def hflip(image: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
@@ -83,9 +87,10 @@ def augment_frame(image: np.ndarray | Image.Image, size: int, scale: tuple[float
                   ratio: tuple[float, float], flip: bool, rng: np.random.Generator) -> np.ndarray:
   """One frame's own RandomResizedCrop(size, scale, ratio, bicubic) + horizontal flip.
 
-  uint8 (H, W, 3) (or an RGB PIL image) -> contiguous uint8 (size, size, 3).
+  uint8 (H, W, 3) (or an RGB PIL image) -> contiguous uint8 (size, size, 3). The flip happens
+  on the PIL image (same draw as `hflip`), so the pixels are copied out once.
   """
-  out = random_resized_crop(image, size, scale, ratio, rng)
-  if flip:
-    out = hflip(out, rng)
-  return np.ascontiguousarray(out)
+  out = resized_crop_image(image, size, scale, ratio, rng)
+  if flip and rng.random() < 0.5:
+    out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+  return np.asarray(out)
