@@ -137,16 +137,17 @@ def test_public_op_dispatches_and_validates():
 
 
 @pytest.mark.parametrize("backend,platform", [("gpu", "cuda"), ("tpu", "tpu")])
-def test_kernels_lower_for_their_hardware(backend, platform):
+@pytest.mark.parametrize("shape,dtype", [((2, 392, 16, 32), jnp.bfloat16),     # 224², ViT-B dec.
+                                         ((1, 1152, 2, 64), jnp.float32)])    # 384², n_pad 1024
+def test_kernels_lower_for_their_hardware(backend, platform, shape, dtype):
   """Forward and backward lower through Pallas' Triton / Mosaic TPU rules (no device needed)."""
-  shape = (2, 392, 16, 32)
   plan = asad_pallas.make_plan(shape, drop_ratio=0.1, temporal="max", backend=backend,
                                interpret=False)
 
   def loss(q, k, v, seed):
     return jnp.sum(asad_pallas.asad_attention(q, k, v, seed=seed, plan=plan).astype(jnp.float32))
 
-  args = [jax.ShapeDtypeStruct(shape, jnp.bfloat16)] * 3 + [jax.ShapeDtypeStruct((), jnp.uint32)]
+  args = [jax.ShapeDtypeStruct(shape, dtype)] * 3 + [jax.ShapeDtypeStruct((), jnp.uint32)]
   lowered = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(*args).lower(
       lowering_platforms=(platform,))
   text = lowered.as_text()

@@ -10,7 +10,8 @@ never hold more than one block of query rows against one frame of keys:
              counting passes over the slab, no sort), then — only when cells tie at τ — the flat-index
              cutoff that reproduces `lax.top_k`'s lower-index-first rule.
   3. forward (grid B, H, row blocks): attention whose same-frame logits are masked where
-             key > τ or (key == τ and flat index <= cutoff); writes out and the row log-sum-exp.
+             key > τ or (key == τ and flat index <= cutoff), an online softmax over key chunks
+             (so K/V tiles stay small at 384²); writes out, the row log-sum-exp and the mask.
   4. backward: dq over row blocks, dk/dv over key blocks, reading the int8 mask that the forward
              kernel wrote (a quarter of the keys slab, which is freed after the forward pass).
 
@@ -46,9 +47,12 @@ class BlockSizes:
   rows: int = 16          # query rows in the keys, forward and dq kernels
   select_rows: int = 16   # slab rows counted per step in the select kernel
   key_rows: int = 32      # key rows in the dk/dv kernel
+  key_chunk: int = 64     # key columns per step of the forward and dq kernels (bounds the
+                          # K/V tiles held at once: a whole 384² frame of f32 keys and values
+                          # would need 576 KB of GPU shared memory)
 
 
-DEFAULT_BLOCKS = {"gpu": BlockSizes(16, 16, 32), "tpu": BlockSizes(128, 128, 128)}
+DEFAULT_BLOCKS = {"gpu": BlockSizes(16, 16, 32, 64), "tpu": BlockSizes(128, 128, 128, 128)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +99,7 @@ def make_plan(q_shape, *, drop_ratio: float, temporal: str, backend: str, interp
   if 2 * plan.padded > asad_math.MAX_EXACT_TERMS or length * length >= 2 ** 31:
     raise ValueError(f"ASAD kernels support frames of up to {asad_math.MAX_EXACT_TERMS // 2} "
                      f"tokens, got {plan.frame_len}")
-  for name in ("rows", "select_rows", "key_rows"):
+  for name in ("rows", "select_rows", "key_rows", "key_chunk"):
     size = getattr(plan.blocks, name)
     if plan.padded % size or size & (size - 1):
       raise ValueError(f"BlockSizes.{name}={size} must be a power of two dividing {plan.padded}")
@@ -346,26 +350,46 @@ def select_threshold(keys, plan: Plan):
 # --------------------------------------------------------------------------- 3. forward
 
 
+def _key_chunks(plan: Plan):
+  """Static (first column, width) of the key chunks that hold real tokens; chunks wholly in a
+  frame's padding are skipped (n = 576 pads to 1024: 9 chunks of 64, not 16)."""
+  chunk = plan.blocks.key_chunk
+  return [(c0, chunk) for c0 in range(0, plan.frame_len, chunk)]
+
+
 def _forward_body(tau, cutoff, q_ref, k_own_ref, k_other_ref, v_own_ref, v_other_ref, keys_ref,
                   out_ref, lse_ref, drop_ref, *, plan: Plan):
+  """Online softmax over key chunks, own frame (masked) then other frame; static chunk slices
+  lower the same way for Triton and Mosaic."""
   rows = plan.blocks.rows
   frame, row0 = _row_block_position(plan, rows)
-  s_own, s_other, cols = _own_other_scores(q_ref[...], k_own_ref[...], k_other_ref[...], plan)
-  local_rows = lax.broadcasted_iota(jnp.int32, s_own.shape, 0) + row0
-  drop = _dropped(keys_ref[...], tau, cutoff, frame, local_rows, cols, plan)
-  s_own = jnp.where(drop, asad_math.MASK_VALUE, s_own)
-  row_max = jnp.maximum(jnp.max(s_own, axis=1, keepdims=True),
-                        jnp.max(s_other, axis=1, keepdims=True))
-  e_own = jnp.exp((s_own - row_max) * plan.scale)
-  e_other = jnp.exp((s_other - row_max) * plan.scale)
-  total = jnp.sum(e_own, axis=1, keepdims=True) + jnp.sum(e_other, axis=1, keepdims=True)
-  v_own, v_other = v_own_ref[...], v_other_ref[...]
-  out = (jnp.dot((e_own / total).astype(v_own.dtype), v_own, preferred_element_type=jnp.float32)
-         + jnp.dot((e_other / total).astype(v_other.dtype), v_other,
-                   preferred_element_type=jnp.float32))
-  out_ref[...] = out.astype(out_ref.dtype)
+  q = q_ref[...]
+  row_max = jnp.full((rows, 1), asad_math.MASK_VALUE, jnp.float32)
+  total = jnp.zeros((rows, 1), jnp.float32)
+  acc = jnp.zeros((rows, plan.head_dim), jnp.float32)
+  for k_ref, v_ref, own in ((k_own_ref, v_own_ref, True), (k_other_ref, v_other_ref, False)):
+    for c0, width in _key_chunks(plan):
+      s, cols = _scores(q, k_ref[c0:c0 + width, :], plan)
+      cols = cols + c0
+      s = jnp.where(cols < plan.frame_len, s, asad_math.MASK_VALUE)
+      if own:
+        local_rows = lax.broadcasted_iota(jnp.int32, s.shape, 0) + row0
+        drop = _dropped(keys_ref[:, c0:c0 + width], tau, cutoff, frame, local_rows, cols, plan)
+        drop_ref[:, c0:c0 + width] = drop.astype(jnp.int8)
+        s = jnp.where(drop, asad_math.MASK_VALUE, s)
+      new_max = jnp.maximum(row_max, jnp.max(s, axis=1, keepdims=True))
+      rescale = jnp.exp((row_max - new_max) * plan.scale)
+      p = jnp.exp((s - new_max) * plan.scale)
+      v = v_ref[c0:c0 + width, :]
+      total = total * rescale + jnp.sum(p, axis=1, keepdims=True)
+      acc = acc * rescale + jnp.dot(p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+      row_max = new_max
+  chunk = plan.blocks.key_chunk
+  for c0 in range(len(_key_chunks(plan)) * chunk, plan.padded, chunk):
+    # Padding columns are never read, but written: no uninitialised memory escapes.
+    drop_ref[:, c0:c0 + chunk] = jnp.zeros((rows, chunk), jnp.int8)
+  out_ref[...] = (acc / total).astype(out_ref.dtype)
   lse_ref[...] = row_max * plan.scale + jnp.log(total)
-  drop_ref[...] = drop.astype(jnp.int8)
 
 
 def _frame_inputs(plan: Plan, rows: int, *arrays):
@@ -406,18 +430,20 @@ def masked_forward(q, k, v, keys, tau, cutoff, plan: Plan):
 
 def _dq_body(q_ref, k_own_ref, k_other_ref, v_own_ref, v_other_ref, drop_ref,
              dout_ref, lse_ref, delta_ref, dq_ref, *, plan: Plan):
-  rows = plan.blocks.rows
-  k_own, k_other = k_own_ref[...], k_other_ref[...]
-  s_own, s_other, _ = _own_other_scores(q_ref[...], k_own, k_other, plan)
-  s_own = jnp.where(drop_ref[...] != 0, asad_math.MASK_VALUE, s_own)
-  lse, delta, dout = lse_ref[...], delta_ref[...], dout_ref[...]
-  dq = jnp.zeros((rows, plan.head_dim), jnp.float32)
-  for s, k, v_ref in ((s_own, k_own, v_own_ref), (s_other, k_other, v_other_ref)):
-    p = jnp.exp(s * plan.scale - lse)
-    dp = lax.dot_general(dout, v_ref[...], (((1,), (1,)), ((), ())),
-                         preferred_element_type=jnp.float32)
-    ds = p * (dp - delta)
-    dq = dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
+  q, lse, delta, dout = q_ref[...], lse_ref[...], delta_ref[...], dout_ref[...]
+  dq = jnp.zeros((plan.blocks.rows, plan.head_dim), jnp.float32)
+  for k_ref, v_ref, own in ((k_own_ref, v_own_ref, True), (k_other_ref, v_other_ref, False)):
+    for c0, width in _key_chunks(plan):
+      k = k_ref[c0:c0 + width, :]
+      s, cols = _scores(q, k, plan)
+      keep = cols + c0 < plan.frame_len
+      if own:
+        keep = keep & (drop_ref[:, c0:c0 + width] == 0)
+      p = jnp.exp(jnp.where(keep, s, asad_math.MASK_VALUE) * plan.scale - lse)
+      dp = lax.dot_general(dout, v_ref[c0:c0 + width, :], (((1,), (1,)), ((), ())),
+                           preferred_element_type=jnp.float32)
+      ds = p * (dp - delta)
+      dq = dq + jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
   dq_ref[...] = (dq * plan.scale).astype(dq_ref.dtype)
 
 
@@ -438,8 +464,7 @@ def _dkv_body(k_ref, v_ref, q_ref, dout_ref, lse_ref, delta_ref, drop_ref,
     s, cols = _scores(q, k, plan)
     cols = cols + col0
     query_frame = _divmod(block, per_frame)[0]
-    drop = drop_ref[pl.ds(start, rows), pl.ds(pl.multiple_of(col0, key_rows), key_rows)]
-    drop = (drop != 0) & (query_frame == key_frame)
+    drop = (drop_ref[pl.ds(start, rows), :] != 0) & (query_frame == key_frame)
     s = jnp.where((cols < plan.frame_len) & jnp.logical_not(drop), s, asad_math.MASK_VALUE)
     p = jnp.exp(s * plan.scale - lse)
     dv = dv + lax.dot_general(p.astype(dout.dtype), dout, (((0,), (0,)), ((), ())),
@@ -479,7 +504,8 @@ def masked_backward(q, k, v, drop, out, lse, dout, plan: Plan):
       inputs=[(k, (None, None, key_rows, d), row_block), (v, (None, None, key_rows, d), row_block),
               (q, (None, None, 2 * npad, d), whole), (dout, (None, None, 2 * npad, d), whole),
               (lse, (None, None, 2 * npad, 1), whole), (delta, (None, None, 2 * npad, 1), whole),
-              (drop, (None, None, 2 * npad, npad), whole)],
+              (drop, (None, None, 2 * npad, key_rows),
+               lambda b, h, c: (b, h, 0, _divmod(c, npad // key_rows)[1]))],
       outputs=[(jax.ShapeDtypeStruct(k.shape, k.dtype), (None, None, key_rows, d), row_block),
                (jax.ShapeDtypeStruct(v.shape, v.dtype), (None, None, key_rows, d), row_block)],
       name="asad_backward_dkv")
