@@ -88,6 +88,24 @@ def test_released_sample_num_for_224():
   assert asad.num_dropped_cells(392, 0.1) == 7448  # 19 * 392, DESIGN.md §1
 
 
+def test_mask_is_the_k_largest_int_keys_lower_index_first():
+  """The float-ranked top-k in `drop_mask_reference` picks what a stable numpy sort of the int32
+  keys picks, also when logits (and so keys) tie: coarse integer logits, temporal 'max'."""
+  rng = np.random.default_rng(3)
+  logits = jnp.asarray(rng.integers(-2, 3, (2, 3, 24, 24)), jnp.float32)
+  for seed in (0, 7):
+    keys = np.asarray(asad.drop_keys_reference(logits, jnp.uint32(seed))).reshape(2, 3, -1)
+    mask = np.asarray(asad.drop_mask_reference(logits, jnp.uint32(seed), drop_ratio=0.25))
+    k = asad.num_dropped_cells(24, 0.25)
+    for b in range(2):
+      for h in range(3):
+        flat = np.arange(keys.shape[-1])
+        order = np.lexsort((flat, -keys[b, h].astype(np.int64)))   # key desc, then index asc
+        expected = np.zeros(keys.shape[-1], bool)
+        expected[order[:k]] = keys[b, h, order[:k]] > 0
+        np.testing.assert_array_equal(mask[b, h].reshape(-1), expected)
+
+
 def test_seed_determinism_and_variation():
   logits = random_logits(jax.random.key(2), (1, 2, 16, 16))
   m1 = asad.drop_mask_reference(logits, jnp.uint32(3), drop_ratio=0.3)
