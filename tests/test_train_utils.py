@@ -281,6 +281,28 @@ def test_checkpoint_data_iterator_resumes_exactly(tmp_path):
   assert meta == {"k": 1}
 
 
+def test_checkpoint_with_another_pipeline_blames_the_pipeline(tmp_path):
+  """A run saved with worker processes cannot resume without them: the error names the data
+  settings, not the model (the state itself is fine)."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()   # grain's mp_prefetch reads an absl flag
+  dataset = grain.MapDataset.range(64).batch(4).to_iter_dataset()
+  with_workers = iter(dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=1)))
+  state = _tiny_state()
+  try:
+    with checkpoint.Checkpointer(str(tmp_path), keep=1, async_save=False) as ckpt:
+      ckpt.save(3, state, data_iterator=with_workers)
+      target = checkpoint.abstract_like(state, NamedSharding(_mesh(), P()))
+      with pytest.raises(checkpoint.CheckpointError,
+                         match=r"(?s)step 3.*input-pipeline position.*config.data.num_workers"):
+        ckpt.restore(3, target, data_iterator=iter(dataset))
+      restored, _ = ckpt.restore(3, target)   # the weights alone still restore
+      _assert_trees_equal(restored, state)
+  finally:
+    with_workers.close()
+
+
 # ------------------------------------------------------------------------------------ metrics
 
 def test_metric_writer_jsonl_append_and_tensorboard(tmp_path):

@@ -165,20 +165,33 @@ class Checkpointer:
       raise CheckpointError(self._mismatch_message(step, "\n  ".join(problems)))
 
     items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iterator is not None:
-      if "data" in present:
-        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-      else:
-        logging.warning("checkpoint step %d has no data-iterator state; the input pipeline "
-                        "starts from its beginning", step)
     if "meta" in present:
       items["meta"] = ocp.args.JsonRestore()
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     except (ValueError, KeyError, TypeError) as e:
       raise CheckpointError(self._mismatch_message(step, str(e))) from e
+    if data_iterator is not None:
+      if "data" in present:
+        self._restore_data_position(step, data_iterator)
+      else:
+        logging.warning("checkpoint step %d has no data-iterator state; the input pipeline "
+                        "starts from its beginning", step)
     meta = restored["meta"] if "meta" in items else None
     return restored["state"], dict(meta or {})
+
+  def _restore_data_position(self, step: int, data_iterator: Any) -> None:
+    # Restored on its own so that a pipeline mismatch is not blamed on the model.
+    try:
+      self._manager.restore(step, args=ocp.args.Composite(
+          data=grain.checkpoint.CheckpointRestore(data_iterator)))
+    except (ValueError, KeyError, TypeError) as e:
+      raise CheckpointError(
+          f"checkpoint step {step} in {self.directory}: the saved input-pipeline position does "
+          "not fit this run's pipeline. Resume with the data settings of the run that wrote "
+          "it (config.data.num_workers, read_threads, format, root; the same batch size and "
+          "process count), or start a new workdir with config.init_from pointing here to keep "
+          f"only the weights:\n  {type(e).__name__}: {e}") from e
 
   def _mismatch_message(self, step: int, detail: str) -> str:
     return (f"checkpoint step {step} in {self.directory} does not fit this run's train state "
