@@ -156,6 +156,20 @@ def test_kernels_lower_for_their_hardware(backend, platform, shape, dtype):
     assert name in text, name
 
 
+def test_tpu_generations_without_room_for_the_384_slab_are_refused_by_name():
+  """The 384² key slab (8 MiB, double-buffered) compiles for v5e/v5p/v6e but not in a v4's
+  16 MiB of VMEM (benchmarks/asad_compile.py --target=tpu); 224² fits everywhere."""
+  big = asad_pallas.make_plan((1, 1152, 2, 64), drop_ratio=0.1, temporal="max", backend="tpu",
+                              interpret=False)
+  small = asad_pallas.make_plan((1, 392, 2, 64), drop_ratio=0.1, temporal="max", backend="tpu",
+                                interpret=False)
+  assert "impl='reference'" in asad_pallas.tpu_vmem_problem(big, "TPU v4")
+  assert asad_pallas.tpu_vmem_problem(big, "TPU v5 lite") is None
+  assert asad_pallas.tpu_vmem_problem(small, "TPU v4") is None
+  assert asad_pallas._select_vmem_bytes(big) == 32 << 20
+  assert asad_pallas._select_vmem_bytes(small) is None
+
+
 def test_sharded_kernel_drops_the_same_cells_as_one_device():
   """Under a 4 x 2 mesh the kernel runs per shard (shard_map) and hashes global batch rows."""
   from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec

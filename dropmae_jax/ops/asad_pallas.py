@@ -99,6 +99,10 @@ def make_plan(q_shape, *, drop_ratio: float, temporal: str, backend: str, interp
   if 2 * plan.padded > asad_math.MAX_EXACT_TERMS or length * length >= 2 ** 31:
     raise ValueError(f"ASAD kernels support frames of up to {asad_math.MAX_EXACT_TERMS // 2} "
                      f"tokens, got {plan.frame_len}")
+  if backend == "tpu" and not interpret and jax.default_backend() == "tpu":
+    problem = tpu_vmem_problem(plan, jax.devices()[0].device_kind)
+    if problem:
+      raise ValueError(problem)
   for name in ("rows", "select_rows", "key_rows", "key_chunk"):
     size = getattr(plan.blocks, name)
     if plan.padded % size or size & (size - 1):
@@ -110,7 +114,8 @@ def make_plan(q_shape, *, drop_ratio: float, temporal: str, backend: str, interp
 
 
 def _pallas_call(body, plan: Plan, *, grid, scalars=(), inputs=(), outputs=(),
-                 scalar_outputs: int = 0, parallel: bool = True, name: str):
+                 scalar_outputs: int = 0, parallel: bool = True, vmem_bytes: int | None = None,
+                 name: str):
   """Runs `body(*scalar_values, *input_refs, *output_refs)` on plan.backend.
 
   Args:
@@ -118,6 +123,8 @@ def _pallas_call(body, plan: Plan, *, grid, scalars=(), inputs=(), outputs=(),
       program's first two grid indices.
     inputs / outputs: (array or ShapeDtypeStruct, block_shape, index_map) triples.
     scalar_outputs: the body returns this many int32 scalars, stored as (B, H) arrays.
+    vmem_bytes: TPU only: scoped VMEM for this kernel when its blocks need more than Mosaic's
+      default (16 MiB).
   """
   out_shape = [o[0] for o in outputs]
   out_shape += [jax.ShapeDtypeStruct((plan.batch, plan.heads), jnp.int32)] * scalar_outputs
@@ -170,7 +177,8 @@ def _pallas_call(body, plan: Plan, *, grid, scalars=(), inputs=(), outputs=(),
   semantics = ("parallel" if parallel else "arbitrary",) * len(grid)
   return pl.pallas_call(
       kernel, grid_spec=grid_spec, out_shape=out_shape,
-      compiler_params=pltpu.CompilerParams(dimension_semantics=semantics),
+      compiler_params=pltpu.CompilerParams(dimension_semantics=semantics,
+                                           vmem_limit_bytes=vmem_bytes),
       interpret=pltpu.InterpretParams() if plan.interpret else False, name=name,
   )(*[a.reshape(-1) if not per_head else a for a, per_head in scalars],
     *[a for a, _, _ in inputs])
@@ -204,6 +212,11 @@ def _dropped(keys, tau, cutoff, frame, local_rows, local_cols, plan: Plan):
   """The drop rule for a block of same-frame cells: the K largest keys, lower index first on ties."""
   flat = _flat_index(frame, local_rows, local_cols, plan)
   return (keys > tau) | ((keys == tau) & (flat <= cutoff))
+
+
+def _is_set(mask_int8):
+  """int8 mask block -> bool, compared in int32 (TPU v4 has no int8 vector compare)."""
+  return mask_int8.astype(jnp.int32) != 0
 
 
 def _divmod(x, divisor: int):
@@ -344,7 +357,38 @@ def select_threshold(keys, plan: Plan):
   return _pallas_call(
       functools.partial(_select_body, plan=plan), plan, grid=(plan.batch, plan.heads),
       inputs=[(keys, slab, lambda b, h: (b, h, 0, 0))], scalar_outputs=2, parallel=False,
-      name="asad_select")
+      vmem_bytes=_select_vmem_bytes(plan), name="asad_select")
+
+
+_TPU_DEFAULT_SCOPED_VMEM = 16 << 20
+_TPU_SMALL_VMEM_KINDS = ("v2", "v3", "v4")   # 16 MiB of VMEM per core in all
+
+
+def _select_slab_is_large(plan: Plan) -> bool:
+  """True when the double-buffered key slab alone takes half of Mosaic's default VMEM scope."""
+  return 2 * _slab_bytes(plan) > _TPU_DEFAULT_SCOPED_VMEM // 2
+
+
+def _select_vmem_bytes(plan: Plan) -> int | None:
+  """On TPU the select kernel holds its (b, h) key slab in VMEM, double-buffered: 8 MiB a slab
+  at 384² (n_pad 1024), more than Mosaic's default scope; v5e, v5p and v6e have room for it."""
+  if plan.backend != "tpu" or not _select_slab_is_large(plan):
+    return None
+  return 2 * _slab_bytes(plan) + (16 << 20)   # slabs + the count passes' working set
+
+
+def tpu_vmem_problem(plan: Plan, device_kind: str) -> str | None:
+  """Why `plan`'s kernels cannot run on a TPU of `device_kind` (e.g. 'TPU v4'), or None."""
+  if plan.backend == "tpu" and _select_slab_is_large(plan) and any(
+      v in device_kind.lower() for v in _TPU_SMALL_VMEM_KINDS):
+    return (f"ASAD TPU kernels at {plan.frame_len} tokens per frame hold a "
+            f"{_slab_bytes(plan) >> 20} MiB key slab in VMEM, more than a {device_kind} has; use "
+            "config.asad.impl='reference' there (v5e, v5p and v6e have room)")
+  return None
+
+
+def _slab_bytes(plan: Plan) -> int:
+  return 4 * 2 * plan.padded * plan.padded
 
 
 # --------------------------------------------------------------------------- 3. forward
@@ -375,7 +419,7 @@ def _forward_body(tau, cutoff, q_ref, k_own_ref, k_other_ref, v_own_ref, v_other
       if own:
         local_rows = lax.broadcasted_iota(jnp.int32, s.shape, 0) + row0
         drop = _dropped(keys_ref[:, c0:c0 + width], tau, cutoff, frame, local_rows, cols, plan)
-        drop_ref[:, c0:c0 + width] = drop.astype(jnp.int8)
+        drop_ref[:, c0:c0 + width] = jnp.where(drop, 1, 0).astype(jnp.int8)
         s = jnp.where(drop, asad_math.MASK_VALUE, s)
       new_max = jnp.maximum(row_max, jnp.max(s, axis=1, keepdims=True))
       rescale = jnp.exp((row_max - new_max) * plan.scale)
@@ -436,10 +480,11 @@ def _dq_body(q_ref, k_own_ref, k_other_ref, v_own_ref, v_other_ref, drop_ref,
     for c0, width in _key_chunks(plan):
       k = k_ref[c0:c0 + width, :]
       s, cols = _scores(q, k, plan)
-      keep = cols + c0 < plan.frame_len
+      # One mask per select: Mosaic cannot combine a column-broadcast mask with a full one.
+      s = jnp.where(cols + c0 < plan.frame_len, s, asad_math.MASK_VALUE)
       if own:
-        keep = keep & (drop_ref[:, c0:c0 + width] == 0)
-      p = jnp.exp(jnp.where(keep, s, asad_math.MASK_VALUE) * plan.scale - lse)
+        s = jnp.where(_is_set(drop_ref[:, c0:c0 + width]), asad_math.MASK_VALUE, s)
+      p = jnp.exp(s * plan.scale - lse)
       dp = lax.dot_general(dout, v_ref[c0:c0 + width, :], (((1,), (1,)), ((), ())),
                            preferred_element_type=jnp.float32)
       ds = p * (dp - delta)
@@ -464,8 +509,10 @@ def _dkv_body(k_ref, v_ref, q_ref, dout_ref, lse_ref, delta_ref, drop_ref,
     s, cols = _scores(q, k, plan)
     cols = cols + col0
     query_frame = _divmod(block, per_frame)[0]
-    drop = (drop_ref[pl.ds(start, rows), :] != 0) & (query_frame == key_frame)
-    s = jnp.where((cols < plan.frame_len) & jnp.logical_not(drop), s, asad_math.MASK_VALUE)
+    # Separate selects, as in the dq kernel; the mask applies only to same-frame query blocks.
+    s = jnp.where(cols < plan.frame_len, s, asad_math.MASK_VALUE)
+    dropped = _is_set(drop_ref[pl.ds(start, rows), :])
+    s = jnp.where(query_frame == key_frame, jnp.where(dropped, asad_math.MASK_VALUE, s), s)
     p = jnp.exp(s * plan.scale - lse)
     dv = dv + lax.dot_general(p.astype(dout.dtype), dout, (((0,), (0,)), ((), ())),
                               preferred_element_type=jnp.float32)
