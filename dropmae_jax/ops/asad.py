@@ -207,13 +207,19 @@ def asad_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, seed: jax.Array,
   return attention_reference(q, k, v, mask)
 
 
+def _interpret_kernels() -> bool:
+  """Kernels run in Pallas interpret mode where they cannot be compiled: a CPU backend (tests).
+  (benchmarks/asad_compile.py replaces this to compile for TPUs ahead of time from a CPU host.)"""
+  return jax.default_backend() == "cpu"
+
+
 def _kernel_attention(q, k, v, seed, drop_ratio, temporal, impl, batch_offset):
   """The Pallas path. Under a mesh (jax.set_mesh) the batch is split over every mesh axis with
   shard_map — Pallas calls are not partitioned automatically — and each shard hashes its global
   batch rows, so any device count drops the same cells."""
   make_plan = lambda shape: asad_pallas.make_plan(
       shape, drop_ratio=drop_ratio, temporal=temporal, backend=impl.removeprefix("pallas_"),
-      interpret=jax.default_backend() == "cpu")
+      interpret=_interpret_kernels())
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or mesh.size == 1:
     return asad_pallas.asad_attention(q, k, v, seed=seed, plan=make_plan(q.shape),
