@@ -1,5 +1,4 @@
 """Pallas ASAD kernels (interpret mode on CPU) against the jnp reference and lax.top_k."""
-import math
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +7,7 @@ import pytest
 
 from dropmae_jax.ops import asad
 from dropmae_jax.ops import asad_pallas
+from dropmae_jax.ops import asad_plan
 
 
 def frame_blocked_scores(q, k, plan):
@@ -166,8 +166,8 @@ def test_tpu_generations_without_room_for_the_384_slab_are_refused_by_name():
   assert "impl='reference'" in asad_pallas.tpu_vmem_problem(big, "TPU v4")
   assert asad_pallas.tpu_vmem_problem(big, "TPU v5 lite") is None
   assert asad_pallas.tpu_vmem_problem(small, "TPU v4") is None
-  assert asad_pallas._select_vmem_bytes(big) == 32 << 20
-  assert asad_pallas._select_vmem_bytes(small) is None
+  assert asad_plan.select_vmem_bytes(big) == 32 << 20
+  assert asad_plan.select_vmem_bytes(small) is None
 
 
 def test_sharded_kernel_drops_the_same_cells_as_one_device():

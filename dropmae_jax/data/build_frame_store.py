@@ -23,11 +23,16 @@ from dropmae_jax.data import index
 from dropmae_jax.data import video
 
 
-def _write_atomic_json(path: str, payload) -> None:
+def _write_atomic(path: str, write, mode: str = "w") -> None:
+  """write(file) into PATH.tmp, then rename: a reader never sees half a file."""
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(payload, f, indent=1)
+  with open(tmp, mode) as f:
+    write(f)
   os.replace(tmp, path)
+
+
+def _write_atomic_json(path: str, payload) -> None:
+  _write_atomic(path, lambda f: json.dump(payload, f, indent=1))
 
 
 def write_shard(job: tuple) -> dict:
@@ -91,10 +96,7 @@ def build(src: str, out: str, *, short_side: int = 256, quality: int = 90,
   _write_atomic_json(os.path.join(out, frame_store.REPORT_FILE),
                      {"skipped_videos": len(skipped), "skipped": skipped})
   counts = np.array([v["num_frames"] for m in manifests for v in m["videos"]], np.int32)
-  with open(os.path.join(out, frame_store.COUNTS_FILE + ".tmp"), "wb") as f:
-    np.save(f, counts)
-  os.replace(os.path.join(out, frame_store.COUNTS_FILE + ".tmp"),
-             os.path.join(out, frame_store.COUNTS_FILE))
+  _write_atomic(os.path.join(out, frame_store.COUNTS_FILE), lambda f: np.save(f, counts), "wb")
   store_index = {
       "format_version": frame_store.FORMAT_VERSION,
       "num_videos": sum(len(m["videos"]) for m in manifests),

@@ -109,6 +109,16 @@ class AsadSettings:
   impl: str = "reference"
 
 
+def split_qkv(qkv: jax.Array, heads: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Fused projection (B, L, 3·D) -> q, k, v, each (B, L, H, D/H).
+
+  torch reshapes qkv to (B, L, 3, H, Dh): the same channel order here.
+  """
+  batch, length, three_width = qkv.shape
+  q, k, v = jnp.moveaxis(qkv.reshape(batch, length, 3, heads, three_width // 3 // heads), 2, 0)
+  return q, k, v
+
+
 class Attention(nn.Module):
   """Multi-head self-attention with a fused qkv projection (timm layout). (B, L, D) -> (B, L, D)."""
   heads: int
@@ -118,10 +128,8 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, frame_ids: jax.Array | None = None) -> jax.Array:
     batch, length, width = x.shape
-    head_dim = width // self.heads
     qkv = nn.Dense(3 * width, kernel_init=dense_init, dtype=self.dtype, name="qkv")(x)
-    # torch reshapes qkv to (B, L, 3, H, Dh): the same channel order here.
-    q, k, v = jnp.moveaxis(qkv.reshape(batch, length, 3, self.heads, head_dim), 2, 0)
+    q, k, v = split_qkv(qkv, self.heads)
     if self.asad.drop_ratio > 0:
       # One uint32 seed per layer and step, from the 'asad' RNG stream.
       seed = jax.random.bits(self.make_rng("asad"), (), jnp.uint32)

@@ -17,14 +17,12 @@ never hold more than one block of query rows against one frame of keys:
 
 Layout inside: (B, H, 2·n_pad, ·) — each frame's n tokens padded to n_pad = max(128, 2^⌈log2 n⌉)
 rows, so that frame boundaries fall on block boundaries and every block shape is a power of two
-(Triton) and lane-aligned (TPU). The backend layer is `_pallas_call`: scalars travel as 0-d blocks
-on GPU and through scalar prefetch (SMEM) on TPU; the kernel bodies are shared.
+(Triton) and lane-aligned (TPU). The backend layer is `pallas_backend.pallas_call`; the static plan
+(shapes, block sizes, validation, VMEM budget) is `asad_plan`. The kernel bodies are shared.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -33,155 +31,14 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from dropmae_jax.ops import asad_math
+from dropmae_jax.ops import asad_plan
 from dropmae_jax.ops import hashing
+from dropmae_jax.ops import pallas_backend
+# The plan is part of this module's public surface (callers build it with make_plan).
+from dropmae_jax.ops.asad_plan import BlockSizes, Plan, make_plan, tpu_vmem_problem  # noqa: F401
 
-BACKENDS = ("gpu", "tpu")
-SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 _RADIX = 16                      # thresholds counted per pass in the select kernel
 _KEY_LIMIT = 0x7F800001          # above every finite positive float32's int32 pattern
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockSizes:
-  """Rows per program. All must divide n_pad (a power of two >= 128)."""
-  rows: int = 16          # query rows in the keys, forward and dq kernels
-  select_rows: int = 16   # slab rows counted per step in the select kernel
-  key_rows: int = 32      # key rows in the dk/dv kernel
-  key_chunk: int = 64     # key columns per step of the forward and dq kernels (bounds the
-                          # K/V tiles held at once: a whole 384² frame of f32 keys and values
-                          # would need 576 KB of GPU shared memory)
-
-
-DEFAULT_BLOCKS = {"gpu": BlockSizes(16, 16, 32, 64), "tpu": BlockSizes(128, 128, 128, 128)}
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-  """Static description of one ASAD attention call (hashable: a custom_vjp static argument)."""
-  batch: int
-  heads: int
-  frame_len: int          # n tokens per frame; L = 2n
-  head_dim: int
-  num_drop: int           # K cells dropped per (b, h)
-  temporal: str
-  backend: str
-  interpret: bool
-  blocks: BlockSizes
-
-  @property
-  def length(self) -> int:
-    return 2 * self.frame_len
-
-  @property
-  def padded(self) -> int:
-    return max(128, pl.next_power_of_2(self.frame_len))
-
-  @property
-  def scale(self) -> float:
-    return 1.0 / math.sqrt(self.head_dim)
-
-
-def make_plan(q_shape, *, drop_ratio: float, temporal: str, backend: str, interpret: bool,
-              blocks: BlockSizes | None = None) -> Plan:
-  """Validates a (B, L, H, D) call for the kernels; errors name the unsupported dimension."""
-  if backend not in BACKENDS:
-    raise ValueError(f"ASAD kernel backend must be one of {BACKENDS}, got {backend!r}")
-  if temporal not in ("max", "sum"):
-    raise ValueError(f"asad temporal must be 'max' or 'sum', got {temporal!r}")
-  batch, length, heads, head_dim = q_shape
-  if length % 2 or length < 4:
-    raise ValueError(f"ASAD kernels need two equal frames of >= 2 tokens: sequence length {length}")
-  if head_dim not in SUPPORTED_HEAD_DIMS:
-    raise ValueError(f"ASAD kernels support head dims {SUPPORTED_HEAD_DIMS}, got {head_dim} "
-                     "(use config.asad.impl='reference')")
-  plan = Plan(batch, heads, length // 2, head_dim, asad_math.num_dropped_cells(length, drop_ratio),
-              temporal, backend, interpret, blocks or DEFAULT_BLOCKS[backend])
-  if 2 * plan.padded > asad_math.MAX_EXACT_TERMS or length * length >= 2 ** 31:
-    raise ValueError(f"ASAD kernels support frames of up to {asad_math.MAX_EXACT_TERMS // 2} "
-                     f"tokens, got {plan.frame_len}")
-  if backend == "tpu" and not interpret and jax.default_backend() == "tpu":
-    problem = tpu_vmem_problem(plan, jax.devices()[0].device_kind)
-    if problem:
-      raise ValueError(problem)
-  for name in ("rows", "select_rows", "key_rows", "key_chunk"):
-    size = getattr(plan.blocks, name)
-    if plan.padded % size or size & (size - 1):
-      raise ValueError(f"BlockSizes.{name}={size} must be a power of two dividing {plan.padded}")
-  return plan
-
-
-# --------------------------------------------------------------------------- backend layer
-
-
-def _pallas_call(body, plan: Plan, *, grid, scalars=(), inputs=(), outputs=(),
-                 scalar_outputs: int = 0, parallel: bool = True, vmem_bytes: int | None = None,
-                 name: str):
-  """Runs `body(*scalar_values, *input_refs, *output_refs)` on plan.backend.
-
-  Args:
-    scalars: (array, per_head) pairs: a 0-d array, or with per_head a (B, H) array read at the
-      program's first two grid indices.
-    inputs / outputs: (array or ShapeDtypeStruct, block_shape, index_map) triples.
-    scalar_outputs: the body returns this many int32 scalars, stored as (B, H) arrays.
-    vmem_bytes: TPU only: scoped VMEM for this kernel when its blocks need more than Mosaic's
-      default (16 MiB).
-  """
-  out_shape = [o[0] for o in outputs]
-  out_shape += [jax.ShapeDtypeStruct((plan.batch, plan.heads), jnp.int32)] * scalar_outputs
-  n_in, n_out = len(scalars) + len(inputs), len(outputs)
-
-  def store_results(refs, results, write):
-    results = results if isinstance(results, tuple) else (results,)
-    for ref, value in zip(refs[n_in + n_out:], results):
-      write(ref, value)
-
-  if plan.backend == "gpu":
-    from jax.experimental.pallas import triton as pltriton
-
-    def kernel(*refs):
-      values = [ref[...] for ref in refs[:len(scalars)]]
-      results = body(*values, *refs[len(scalars):n_in + n_out])
-      store_results(refs, results, lambda ref, value: ref.__setitem__(..., value))
-
-    def scalar_spec(per_head):
-      return (pl.BlockSpec((None, None), lambda b, h, *_: (b, h)) if per_head
-              else pl.BlockSpec((), lambda *_: ()))
-
-    in_specs = [scalar_spec(p) for _, p in scalars]
-    in_specs += [pl.BlockSpec(block, index) for _, block, index in inputs]
-    out_specs = [pl.BlockSpec(block, index) for _, block, index in outputs]
-    out_specs += [scalar_spec(True)] * scalar_outputs
-    return pl.pallas_call(
-        kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
-        compiler_params=pltriton.CompilerParams(num_warps=4, num_stages=2),
-        interpret=plan.interpret, name=name,
-    )(*[a for a, _ in scalars], *[a for a, _, _ in inputs])
-
-  from jax.experimental.pallas import tpu as pltpu
-
-  def kernel(*refs):  # noqa: F811 - the TPU variant
-    b, h = pl.program_id(0), pl.program_id(1)
-    values = [ref[b, h] if per_head else ref[0]
-              for ref, (_, per_head) in zip(refs[:len(scalars)], scalars)]
-    results = body(*values, *refs[len(scalars):n_in + n_out])
-    store_results(refs, results, lambda ref, value: ref.__setitem__((b, h), value))
-
-  def drop_scalar_args(index):
-    return lambda *args: index(*args[:len(grid)])
-
-  grid_spec = pltpu.PrefetchScalarGridSpec(
-      num_scalar_prefetch=len(scalars), grid=grid,
-      in_specs=[pl.BlockSpec(block, drop_scalar_args(index)) for _, block, index in inputs],
-      out_specs=([pl.BlockSpec(block, drop_scalar_args(index)) for _, block, index in outputs]
-                 + [pl.BlockSpec(memory_space=pltpu.SMEM)] * scalar_outputs))
-  semantics = ("parallel" if parallel else "arbitrary",) * len(grid)
-  return pl.pallas_call(
-      kernel, grid_spec=grid_spec, out_shape=out_shape,
-      compiler_params=pltpu.CompilerParams(dimension_semantics=semantics,
-                                           vmem_limit_bytes=vmem_bytes),
-      interpret=pltpu.InterpretParams() if plan.interpret else False, name=name,
-  )(*[a.reshape(-1) if not per_head else a for a, per_head in scalars],
-    *[a for a, _, _ in inputs])
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -275,7 +132,7 @@ def sampling_keys(q, k, seed, batch_offset, plan: Plan) -> jax.Array:
   rows, npad, d = plan.blocks.rows, plan.padded, plan.head_dim
   per_frame = npad // rows
   frame_of = lambda r: _divmod(r, per_frame)[0]
-  return _pallas_call(
+  return pallas_backend.pallas_call(
       functools.partial(_keys_body, plan=plan), plan, grid=(plan.batch, plan.heads, 2 * per_frame),
       scalars=[(jnp.asarray(seed, jnp.uint32), False),
                (jnp.asarray(batch_offset, jnp.int32), False)],
@@ -354,41 +211,10 @@ def _select_body(keys_ref, *, plan: Plan):
 def select_threshold(keys, plan: Plan):
   """Kernel 2. keys (B, H, 2·n_pad, n_pad) int32 -> (τ, cutoff), each (B, H) int32."""
   slab = (None, None, 2 * plan.padded, plan.padded)
-  return _pallas_call(
+  return pallas_backend.pallas_call(
       functools.partial(_select_body, plan=plan), plan, grid=(plan.batch, plan.heads),
       inputs=[(keys, slab, lambda b, h: (b, h, 0, 0))], scalar_outputs=2, parallel=False,
-      vmem_bytes=_select_vmem_bytes(plan), name="asad_select")
-
-
-_TPU_DEFAULT_SCOPED_VMEM = 16 << 20
-_TPU_SMALL_VMEM_KINDS = ("v2", "v3", "v4")   # 16 MiB of VMEM per core in all
-
-
-def _select_slab_is_large(plan: Plan) -> bool:
-  """True when the double-buffered key slab alone takes half of Mosaic's default VMEM scope."""
-  return 2 * _slab_bytes(plan) > _TPU_DEFAULT_SCOPED_VMEM // 2
-
-
-def _select_vmem_bytes(plan: Plan) -> int | None:
-  """On TPU the select kernel holds its (b, h) key slab in VMEM, double-buffered: 8 MiB a slab
-  at 384² (n_pad 1024), more than Mosaic's default scope; v5e, v5p and v6e have room for it."""
-  if plan.backend != "tpu" or not _select_slab_is_large(plan):
-    return None
-  return 2 * _slab_bytes(plan) + (16 << 20)   # slabs + the count passes' working set
-
-
-def tpu_vmem_problem(plan: Plan, device_kind: str) -> str | None:
-  """Why `plan`'s kernels cannot run on a TPU of `device_kind` (e.g. 'TPU v4'), or None."""
-  if plan.backend == "tpu" and _select_slab_is_large(plan) and any(
-      v in device_kind.lower() for v in _TPU_SMALL_VMEM_KINDS):
-    return (f"ASAD TPU kernels at {plan.frame_len} tokens per frame hold a "
-            f"{_slab_bytes(plan) >> 20} MiB key slab in VMEM, more than a {device_kind} has; use "
-            "config.asad.impl='reference' there (v5e, v5p and v6e have room)")
-  return None
-
-
-def _slab_bytes(plan: Plan) -> int:
-  return 4 * 2 * plan.padded * plan.padded
+      vmem_bytes=asad_plan.select_vmem_bytes(plan), name="asad_select")
 
 
 # --------------------------------------------------------------------------- 3. forward
@@ -456,7 +282,7 @@ def masked_forward(q, k, v, keys, tau, cutoff, plan: Plan):
   """
   rows, npad, d = plan.blocks.rows, plan.padded, plan.head_dim
   row_block = lambda b, h, r: (b, h, r, 0)
-  return _pallas_call(
+  return pallas_backend.pallas_call(
       functools.partial(_forward_body, plan=plan), plan,
       grid=(plan.batch, plan.heads, 2 * npad // rows),
       scalars=[(tau, True), (cutoff, True)],
@@ -536,7 +362,7 @@ def masked_backward(q, k, v, drop, out, lse, dout, plan: Plan):
   rows, key_rows, npad, d = plan.blocks.rows, plan.blocks.key_rows, plan.padded, plan.head_dim
   delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
   row_block = lambda b, h, r: (b, h, r, 0)
-  dq = _pallas_call(
+  dq = pallas_backend.pallas_call(
       functools.partial(_dq_body, plan=plan), plan, grid=(plan.batch, plan.heads, 2 * npad // rows),
       inputs=[(q, (None, None, rows, d), row_block), *_frame_inputs(plan, rows, k, v),
               (drop, (None, None, rows, npad), row_block),
@@ -545,7 +371,7 @@ def masked_backward(q, k, v, drop, out, lse, dout, plan: Plan):
       outputs=[(jax.ShapeDtypeStruct(q.shape, q.dtype), (None, None, rows, d), row_block)],
       name="asad_backward_dq")[0]
   whole = lambda b, h, c: (b, h, 0, 0)
-  dk, dv = _pallas_call(
+  dk, dv = pallas_backend.pallas_call(
       functools.partial(_dkv_body, plan=plan), plan,
       grid=(plan.batch, plan.heads, 2 * npad // key_rows),
       inputs=[(k, (None, None, key_rows, d), row_block), (v, (None, None, key_rows, d), row_block),
