@@ -27,6 +27,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from dropmae_jax.data import av_compat
 from dropmae_jax.data import video
 
 INDEX_FILE = "index.json"
@@ -44,11 +45,11 @@ def encode_video(path: str, root: str, short_side: int, quality: int) -> tuple[d
   import av
   frames, fps, size = [], 0.0, (0, 0)
   try:
-    with av.open(path, metadata_errors="ignore") as container:
+    with av_compat.open_input(path) as container:
       if not container.streams.video:
         raise video.VideoDecodeError(f"{path}: no video stream")
       stream = container.streams.video[0]
-      fps = float(stream.average_rate or 0.0)
+      fps = float(av_compat.frame_rate(stream) or 0.0)
       for frame in container.decode(stream):
         img = frame.to_image()
         w, h = img.size

@@ -79,12 +79,13 @@ def make_sample_tree(dst: str, clips: tuple[str, ...] = SAMPLE_CLIPS,
 def _reencode(src: str, dst: str, short_side: int) -> None:
   """Every frame of src, resized (short side = short_side, even sizes), into an H.264 mp4."""
   import av  # local: only this path needs the encoder
-  with av.open(src) as inp, av.open(dst, mode="w") as out:
+  from dropmae_jax.data import av_compat
+  with av_compat.open_input(src) as inp, av.open(dst, mode="w") as out:
     in_stream = inp.streams.video[0]
     h, w = in_stream.height, in_stream.width
     k = short_side / min(h, w)
     height, width = 2 * round(h * k / 2), 2 * round(w * k / 2)
-    stream = out.add_stream("libx264", rate=in_stream.average_rate or 25)
+    stream = out.add_stream("libx264", rate=av_compat.frame_rate(in_stream) or 25)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     for frame in inp.decode(in_stream):
       small = frame.reformat(width=width, height=height, format="yuv420p",

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import av
 import numpy as np
 
+from dropmae_jax.data import av_compat
+
 # Errors a damaged file can raise from FFmpeg or PyAV's wrappers (InvalidDataError is both an
 # FFmpegError and a ValueError; a vanished file is an OSError).
 _DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, IndexError)
@@ -37,8 +39,7 @@ class VideoTooShortError(VideoDecodeError):
 
 def _open(path: str) -> av.container.InputContainer:
   try:
-    # Badly encoded metadata (common in scraped clips) must not make a good video unreadable.
-    container = av.open(path, metadata_errors="ignore")
+    container = av_compat.open_input(path)
   except _DECODE_ERRORS as e:
     raise VideoDecodeError(f"{path}: cannot open ({e})") from e
   if not container.streams.video:
