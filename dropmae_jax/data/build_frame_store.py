@@ -82,8 +82,10 @@ def build(src: str, out: str, *, short_side: int = 256, quality: int = 90,
       write_shard(job)
       bar.update()
   else:
-    # fork: the workers need nothing but this module, and callers need no __main__ guard.
-    context = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    # Never fork: callers (tests, notebooks, training) may already run JAX / grain threads, and a
+    # forked child can inherit a lock held mid-use and wait on it forever. forkserver forks from
+    # a fresh single-threaded server; write_shard is module-level, so no __main__ guard is needed.
+    context = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     with multiprocessing.get_context(context).Pool(workers) as pool:
       for _ in pool.imap_unordered(write_shard, jobs):
         bar.update()
