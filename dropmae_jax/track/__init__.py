@@ -1,0 +1,1 @@
+"""Single-object tracking: benchmark readers, result files, metrics and the DropTrack tracker."""
