@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on training hosts
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+# A bare Figure drawn by the Agg canvas: saving a PNG needs no display and never touches pyplot's
+# global backend, so a notebook that imports this module still shows its own plots inline.
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 _EPS = 1e-6          # the loss's variance epsilon (norm_pix_loss)
 _GREY = 0.5          # RGB value of patches not shown in a panel
@@ -94,22 +94,22 @@ def reconstruction_figure(frames: np.ndarray, mask: np.ndarray, pred: np.ndarray
   panels = reconstruction_panels(frames, mask, pred, patch_size=patch_size,
                                  norm_pix_loss=norm_pix_loss, mean=mean, std=std)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig, axes = plt.subplots(2, 4, figsize=(12, 6.4))
-  try:
-    for r, row_name in enumerate(("frame x", "frame z")):
-      for c in range(4):
-        ax = axes[r, c]
-        ax.imshow(panels[r, c], interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if r == 0:
-          ax.set_title(COLUMNS[c])
-        if c == 0:
-          ax.set_ylabel(row_name)
-    if title:
-      fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-  finally:
-    plt.close(fig)  # figures left open leak memory over a long run
+  # Not registered with pyplot, so nothing stays open between calls over a long run.
+  fig = Figure(figsize=(12, 6.4))
+  FigureCanvasAgg(fig)   # attaches itself as fig.canvas: savefig below renders with Agg
+  axes = fig.subplots(2, 4)
+  for r, row_name in enumerate(("frame x", "frame z")):
+    for c in range(4):
+      ax = axes[r, c]
+      ax.imshow(panels[r, c], interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if r == 0:
+        ax.set_title(COLUMNS[c])
+      if c == 0:
+        ax.set_ylabel(row_name)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
   return path
