@@ -77,3 +77,38 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.figure_every = 5000               # steps between reconstruction PNGs (0 = never)
   c.max_steps = -1                    # stop after this many steps this run (testing; < 0 = run to the end)
   return c
+
+
+def droptrack_defaults() -> ml_collections.ConfigDict:
+  """DropTrack (OSTrack-384 with candidate elimination) model + inference settings.
+
+  Names follow OSTrack's yaml (`experiments/ostrack/vitb_384_mae_ce_32x4_got10k_ep100.yaml` after
+  merging `lib/config/ostrack/config.py`), lower-cased; downstream.md §1.2. Fine-tuning fields are
+  added by the training code.
+  """
+  c = ml_collections.ConfigDict()
+  c.task = "droptrack"                # what main.py runs
+  c.seed = 42                         # released: 42 + local_rank; seeds init (and later training)
+  c.init_from = ""                    # DropMAE weights to start from: .pth, imported DIR or WORKDIR
+
+  # --- model (MODEL.* / DATA.*.SIZE) ---
+  c.model = ml_collections.ConfigDict()
+  c.model.variant = "B/16"            # MODEL.BACKBONE.TYPE vit_base_patch16_224_ce, STRIDE 16
+  c.model.depth = -1                  # blocks; < 0 = the variant's (12 for B); tests use small depths
+  c.model.template_size = 192         # DATA.TEMPLATE.SIZE (pixels): 12x12 tokens
+  c.model.search_size = 384           # DATA.SEARCH.SIZE (pixels): 24x24 tokens
+  c.model.pretrain_img_size = 224     # the ViT's img_size: legacy pos_embed is (1, 1+(224/16)², D)
+  c.model.ce_loc = (3, 6, 9)          # MODEL.BACKBONE.CE_LOC: blocks (0-based) that eliminate
+  c.model.ce_keep_ratio = 0.7         # MODEL.BACKBONE.CE_KEEP_RATIO: search tokens kept per CE block
+  c.model.ce_template_range = "CTR_POINT"  # MODEL.BACKBONE.CE_TEMPLATE_RANGE: CTR_POINT | CTR_REC | ALL
+  c.model.head_channels = 256         # MODEL.HEAD.NUM_CHANNELS (CENTER head towers 256/128/64/32)
+  c.model.drop_path_rate = 0.1        # TRAIN.DROP_PATH_RATE: stochastic depth, linear over blocks
+  c.model.dtype = "float32"           # compute dtype; params stay float32 (released: AMP off)
+
+  # --- tracker (TEST.*) ---
+  c.tracker = ml_collections.ConfigDict()
+  c.tracker.template_factor = 2.0     # TEST.TEMPLATE_FACTOR: template crop side = factor·sqrt(w·h)
+  c.tracker.search_factor = 5.0       # TEST.SEARCH_FACTOR: search crop side = factor·sqrt(w·h)
+  c.tracker.clip_margin = 10          # clip_box margin (pixels) when mapping the box back
+  c.tracker.batch_sequences = 16      # sequences tracked in lock-step by the batched runner
+  return c

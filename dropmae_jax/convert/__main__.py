@@ -5,6 +5,11 @@
       pre-train from it with --config.init_from=DIR.
   python -m dropmae_jax.convert export WORKDIR_OR_DIR --out FILE.pth [--encoder-only] [--safetensors]
       our latest checkpoint -> {'model': state_dict} with the released keys, shapes and float32.
+  python -m dropmae_jax.convert import-tracker DROPTRACK.pth.tar --out DIR [--config configs/droptrack_got10k.py]
+      released DropTrack / OSTrack-CE checkpoint ({'net': state_dict}) -> DIR (orbax params +
+      batch_stats + config.json); sizes are read from pos_embed_z/x when no config is given.
+  python -m dropmae_jax.convert export-tracker DIR --out FILE.pth.tar
+      an imported / fine-tuned tracker -> {'net': state_dict} that the released model loads strict.
 """
 from __future__ import annotations
 
@@ -16,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dropmae_jax import configlib
 from dropmae_jax.convert import io
 from dropmae_jax.convert import layout
+from dropmae_jax.convert import tracker_layout
 from dropmae_jax.models import mae
 
 
@@ -62,6 +69,36 @@ def run_export(src: str, out: str, encoder_only: bool) -> list[str]:
   return [f"wrote {len(state)} tensors ({sum(v.size for v in state.values()):,} values) to {out}"]
 
 
+def run_import_tracker(src: str, out: str, config_path: str | None) -> list[str]:
+  from dropmae_jax.models import ostrack
+  state = io.read_torch_state_dict(src)
+  tracker_layout.check_is_tracker(state)
+  if config_path:
+    config = _load_config(config_path)
+  else:
+    config = configlib.droptrack_defaults()
+    patch = int(config.model.variant.split("/")[1])
+    for name, value in tracker_layout.infer_sizes(state, patch).items():
+      config.model[name] = value
+  model = ostrack.OSTrackCE.from_config(config)
+  variables, report = tracker_layout.state_dict_to_variables(
+      state, ostrack.variable_shapes(model),
+      fresh=lambda: ostrack.init_variables(model, seed=config.seed))
+  io.save_tracker(out, variables, config)
+  m = config.model
+  return [f"tracker {m.variant} template {m.template_size}px search {m.search_size}px, CE "
+          f"{tuple(m.ce_loc)} keep {m.ce_keep_ratio}, head {m.head_channels}"] + report + [
+              f"wrote {out}"]
+
+
+def run_export_tracker(src: str, out: str) -> list[str]:
+  variables, _ = io.load_tracker(src)
+  state = tracker_layout.variables_to_state_dict(variables)
+  io.write_tracker_checkpoint(state, out)
+  return [f"wrote {len(state)} tensors ({sum(np.size(v) for v in state.values()):,} values) "
+          f"to {out}"]
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m dropmae_jax.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,10 +112,22 @@ def main(argv=None) -> int:
   exp.add_argument("--out", required=True)
   exp.add_argument("--encoder-only", action="store_true", help="drop decoder keys and mask_token")
   exp.add_argument("--safetensors", action="store_true", help="write safetensors instead of .pth")
+  imt = sub.add_parser("import-tracker", help="DropTrack/OSTrack {'net': ...} -> our tracker DIR")
+  imt.add_argument("src")
+  imt.add_argument("--out", required=True)
+  imt.add_argument("--config", help="tracker config file (default: droptrack defaults with the "
+                   "file's template/search sizes)")
+  ext = sub.add_parser("export-tracker", help="our tracker DIR -> {'net': state_dict} .pth.tar")
+  ext.add_argument("src", help="a DIR written by import-tracker (or the fine-tuning code)")
+  ext.add_argument("--out", required=True)
   args = parser.parse_args(argv)
   try:
     if args.command == "import":
       lines = run_import(args.src, args.out, args.config)
+    elif args.command == "import-tracker":
+      lines = run_import_tracker(args.src, args.out, args.config)
+    elif args.command == "export-tracker":
+      lines = run_export_tracker(args.src, args.out)
     else:
       out = args.out
       if args.safetensors and not out.endswith(".safetensors"):

@@ -13,6 +13,7 @@ from dropmae_jax.models import vit
 
 PARAMS_DIR = "params"          # an imported checkpoint: DIR/params (orbax) + DIR/config.json
 CONFIG_FILE = "config.json"
+TRACKER_DIR = "tracker"        # an imported tracker: DIR/tracker (orbax params + batch_stats)
 
 
 class ConvertError(ValueError):
@@ -28,7 +29,8 @@ def _torch():
 
 
 def read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
-  """A released .pth ({'model': state_dict, ...} or a bare state dict) -> key -> float32 numpy."""
+  """A released .pth ({'model': state_dict, ...}, a tracker's {'net': state_dict, ...} or a bare
+  state dict) -> key -> float32 numpy."""
   if not os.path.isfile(path):
     raise ConvertError(f"{path}: no such file")
   if path.endswith(".safetensors"):
@@ -39,9 +41,11 @@ def read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     blob = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises many types for truncated / foreign pickles
     raise ConvertError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
-  state = blob.get("model", blob) if isinstance(blob, dict) else None
+  state = None
+  if isinstance(blob, dict):
+    state = blob["model"] if "model" in blob else blob.get("net", blob)
   if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-    raise ConvertError(f"{path}: expected {{'model': state_dict}} or a state dict of tensors, "
+    raise ConvertError(f"{path}: expected {{'model'|'net': state_dict}} or a state dict of tensors, "
                        f"found {type(blob).__name__} with keys {list(blob)[:8] if isinstance(blob, dict) else ''}")
   return {k: v.detach().float().cpu().numpy() for k, v in state.items()}
 
@@ -124,3 +128,56 @@ def _to_numpy(tree):
   if isinstance(tree, dict):
     return {k: _to_numpy(v) for k, v in tree.items()}
   return np.asarray(tree)
+
+
+def write_tracker_checkpoint(state: dict[str, np.ndarray], path: str) -> None:
+  """{'net': state_dict} as the released DropTrack/OSTrack .pth.tar: float32 tensors, int64 for
+  BatchNorm's num_batches_tracked. Written to a temporary file and renamed (never half-written)."""
+  torch = _torch()
+  os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+  tensors = {}
+  for k, v in state.items():
+    v = np.asarray(v)
+    dtype = np.int64 if k.endswith("num_batches_tracked") else np.float32
+    tensors[k] = torch.from_numpy(np.array(v, dtype, copy=True))
+  tmp = path + ".tmp"
+  torch.save({"net": tensors}, tmp)
+  os.replace(tmp, path)
+
+
+def save_tracker(directory: str, variables: dict, config: ml_collections.ConfigDict) -> str:
+  """DIR/tracker (orbax: params + batch_stats) + DIR/config.json.
+
+  Both are written next to their final names and renamed into place, so a failure leaves any
+  earlier import in DIR intact and no half-written one.
+  """
+  import shutil
+  directory = os.path.abspath(directory)
+  os.makedirs(directory, exist_ok=True)
+  target = os.path.join(directory, TRACKER_DIR)
+  staging = target + ".partial"
+  shutil.rmtree(staging, ignore_errors=True)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(staging, {"params": variables["params"],
+                              "batch_stats": variables.get("batch_stats", {})}, force=True)
+  checkpointer.wait_until_finished()
+  config_tmp = os.path.join(directory, CONFIG_FILE + ".tmp")
+  with open(config_tmp, "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  shutil.rmtree(target, ignore_errors=True)
+  os.replace(staging, target)
+  os.replace(config_tmp, os.path.join(directory, CONFIG_FILE))
+  return directory
+
+
+def load_tracker(path: str) -> tuple[dict, ml_collections.ConfigDict]:
+  """({'params', 'batch_stats'} as numpy, config) from a DIR written by `save_tracker`."""
+  path = os.path.abspath(path)
+  target = os.path.join(path, TRACKER_DIR)
+  if not os.path.isdir(target):
+    raise ConvertError(f"{path}: not an imported tracker (no {TRACKER_DIR}/ inside; create one "
+                       "with `python -m dropmae_jax.convert import-tracker`)")
+  variables = ocp.StandardCheckpointer().restore(target)
+  with open(os.path.join(path, CONFIG_FILE)) as f:
+    config = ml_collections.ConfigDict(json.loads(f.read()))
+  return _to_numpy(dict(variables)), config

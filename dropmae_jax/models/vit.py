@@ -80,25 +80,28 @@ class PatchEmbed(nn.Module):
   width: int
   patch_size: int
   dtype: jnp.dtype = jnp.float32
+  kernel_init: Callable = patch_init
+  bias_init: Callable = nn.initializers.zeros
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     p = self.patch_size
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", kernel_init=patch_init,
-                bias_init=nn.initializers.zeros, dtype=self.dtype, name="proj")(images)
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", kernel_init=self.kernel_init,
+                bias_init=self.bias_init, dtype=self.dtype, name="proj")(images)
     return x.reshape(x.shape[0], -1, self.width)
 
 
 class Mlp(nn.Module):
   hidden: int
   dtype: jnp.dtype = jnp.float32
+  kernel_init: Callable = dense_init
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     width = x.shape[-1]
-    x = nn.Dense(self.hidden, kernel_init=dense_init, dtype=self.dtype, name="fc1")(x)
+    x = nn.Dense(self.hidden, kernel_init=self.kernel_init, dtype=self.dtype, name="fc1")(x)
     x = nn.gelu(x, approximate=False)  # torch nn.GELU default: exact erf
-    return nn.Dense(width, kernel_init=dense_init, dtype=self.dtype, name="fc2")(x)
+    return nn.Dense(width, kernel_init=self.kernel_init, dtype=self.dtype, name="fc2")(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,16 +123,32 @@ def split_qkv(qkv: jax.Array, heads: int) -> tuple[jax.Array, jax.Array, jax.Arr
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention with a fused qkv projection (timm layout). (B, L, D) -> (B, L, D)."""
+  """Multi-head self-attention with a fused qkv projection (timm layout). (B, L, D) -> (B, L, D).
+
+  With `return_attention=True` it returns `(out, probs)`, probs the post-softmax map
+  (B, H, L, L) float32 (what OSTrack's candidate elimination scores); that path computes the
+  attention explicitly and does not combine with ASAD.
+  """
   heads: int
   asad: AsadSettings = AsadSettings()
   dtype: jnp.dtype = jnp.float32
+  kernel_init: Callable = dense_init
 
   @nn.compact
-  def __call__(self, x: jax.Array, frame_ids: jax.Array | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, frame_ids: jax.Array | None = None,
+               return_attention: bool = False):
     batch, length, width = x.shape
-    qkv = nn.Dense(3 * width, kernel_init=dense_init, dtype=self.dtype, name="qkv")(x)
+    qkv = nn.Dense(3 * width, kernel_init=self.kernel_init, dtype=self.dtype, name="qkv")(x)
     q, k, v = split_qkv(qkv, self.heads)
+    proj = nn.Dense(width, kernel_init=self.kernel_init, dtype=self.dtype, name="proj")
+    if return_attention:
+      if self.asad.drop_ratio > 0:
+        raise ValueError("Attention(return_attention=True) does not support ASAD")
+      scale = (width // self.heads) ** -0.5
+      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+      probs = jax.nn.softmax(logits, axis=-1)
+      out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+      return proj(out.reshape(batch, length, width)), probs
     if self.asad.drop_ratio > 0:
       # One uint32 seed per layer and step, from the 'asad' RNG stream.
       seed = jax.random.bits(self.make_rng("asad"), (), jnp.uint32)
@@ -139,23 +158,60 @@ class Attention(nn.Module):
     else:
       out = asad.plain_attention(q, k, v)
     out = out.reshape(batch, length, width)
-    return nn.Dense(width, kernel_init=dense_init, dtype=self.dtype, name="proj")(out)
+    return proj(out)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth (timm DropPath): zero a whole sample's residual branch with probability
+  `rate`, scale survivors by 1 / (1 - rate). Identity when deterministic. RNG stream 'dropout'."""
+  rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+# A hook run between the attention residual and the MLP (OSTrack's candidate elimination):
+# (tokens (B, L, D), attention probs (B, H, L, L)) -> (new tokens (B, L', D), anything).
+MidHook = Callable[[jax.Array, jax.Array], tuple]
 
 
 class Block(nn.Module):
-  """Pre-LN transformer block: x + attn(norm1(x)); x + mlp(norm2(x))."""
+  """Pre-LN transformer block: x + attn(norm1(x)); x + mlp(norm2(x)).
+
+  `drop_path` > 0 adds stochastic depth on both residual branches (active when
+  deterministic=False). With `mid_hook` the block returns `(x, hook_aux)`: the hook sees the
+  tokens after the attention residual and that layer's attention probabilities, and may drop
+  tokens before the MLP.
+  """
   heads: int
   mlp_dim: int
   asad: AsadSettings = AsadSettings()
   dtype: jnp.dtype = jnp.float32
+  kernel_init: Callable = dense_init
+  drop_path: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, frame_ids: jax.Array | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, frame_ids: jax.Array | None = None, *,
+               mid_hook: MidHook | None = None, deterministic: bool = True):
     chex.assert_rank(x, 3)
+    drop = DropPath(self.drop_path)
+    attn = Attention(self.heads, self.asad, self.dtype, self.kernel_init, name="attn")
     y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x)
-    x = x + Attention(self.heads, self.asad, self.dtype, name="attn")(y, frame_ids)
+    aux = None
+    if mid_hook is None:
+      x = x + drop(attn(y, frame_ids), deterministic)
+    else:
+      out, probs = attn(y, frame_ids, return_attention=True)
+      x = x + drop(out, deterministic)
+      x, aux = mid_hook(x, probs)
     y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")(x)
-    return x + Mlp(self.mlp_dim, self.dtype, name="mlp")(y)
+    x = x + drop(Mlp(self.mlp_dim, self.dtype, self.kernel_init, name="mlp")(y), deterministic)
+    return x if mid_hook is None else (x, aux)
 
 
 def block_stack(prefix: str, depth: int, heads: int, mlp_dim: int, asad_settings: AsadSettings,
