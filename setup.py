@@ -5,7 +5,10 @@ setup(
     name="dropmae_jax",
     version="0.1.0",
     description="DropMAE / TwinMAE video-pair masked autoencoder pre-training in JAX/Flax",
-    packages=find_packages(include=["dropmae_jax", "dropmae_jax.*"]),
+    # configs/ ships inside the package as dropmae_jax.configs, so `--config=k700` works from
+    # any directory, after `pip install .` as after `pip install -e .`.
+    packages=find_packages(include=["dropmae_jax", "dropmae_jax.*"]) + ["dropmae_jax.configs"],
+    package_dir={"dropmae_jax.configs": "configs"},
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.10.2,<0.13",

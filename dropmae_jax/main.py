@@ -1,5 +1,8 @@
-"""Entry point: python -m dropmae_jax.main --config=configs/k700.py --workdir=DIR [--config.x=...]
+"""Pre-train DropMAE: python -m dropmae_jax.main --config=k700 --workdir=DIR [--config.X=...]
 
+--config is an installed config (e.g. k700, k400, demo; listed below) or a path to a .py file
+defining get_config(). Running the same command again in the same workdir resumes from its last
+checkpoint.
 Multi-host: launched once per process (see launch/); `jax.distributed.initialize()` runs first
 when the environment describes several processes (or with --jax_distributed).
 """
@@ -10,16 +13,27 @@ import os
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
-                                          lock_config=True)
+from dropmae_jax import cli_config
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and figures go.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "jax_distributed", None,
     "Call jax.distributed.initialize() (default: only when the environment names a coordinator, "
     "SLURM runs several tasks, or on a multi-host TPU VM).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
+
+
+def _check_task(config) -> None:
+  if config.task != "pretrain":
+    raise cli_config.ConfigError(f"config.task={config.task!r}: this entry point runs "
+                                 f"'pretrain'")
+
+
+CLI = cli_config.ConfigCLI(
+    usage="python -m dropmae_jax.main --config=NAME|PATH --workdir=DIR [--config.FIELD=VALUE ...]",
+    description=__doc__.split("\n", 1)[1], flag_names=("workdir", "jax_distributed"),
+    defaults_function="pretrain_defaults", validate=_check_task)
 
 
 def _wants_distributed() -> bool:
@@ -38,14 +52,23 @@ def main(argv):
     import jax  # imported here: nothing may touch devices before initialize()
     jax.distributed.initialize()
   import jax
+  from dropmae_jax.train import checkpoint as ckpt_lib
   from dropmae_jax.train import loop
   logging.info("JAX %s, process %d/%d, %d devices (%s)", jax.__version__, jax.process_index(),
                jax.process_count(), jax.device_count(), jax.default_backend())
-  config = _CONFIG.value
-  if config.task != "pretrain":
-    raise app.UsageError(f"config.task={config.task!r}: this entry point runs 'pretrain'")
-  loop.train_and_evaluate(config, _WORKDIR.value)
+  try:
+    loop.train_and_evaluate(CLI.config, _WORKDIR.value)
+  except (cli_config.ConfigError, ckpt_lib.CheckpointError) as e:
+    # The user's to fix (a field, the data root, a workdir from another config): the message
+    # names it; a traceback would only bury it.
+    cli_config.fail(str(e), status=2)
+  except loop.NonFiniteLossError as e:
+    cli_config.fail(str(e), status=1)
+
+
+def run() -> None:
+  app.run(main, flags_parser=CLI.flags_parser)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

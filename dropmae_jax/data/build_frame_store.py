@@ -124,13 +124,29 @@ def main(argv=None) -> int:
   parser.add_argument("--videos_per_shard", type=int, default=256)
   parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
   args = parser.parse_args(argv)
-  result = build(args.src, args.out, short_side=args.short_side, quality=args.quality,
-                 videos_per_shard=args.videos_per_shard, workers=args.workers,
-                 list_file=args.list_file)
+  try:
+    result = build(args.src, args.out, short_side=args.short_side, quality=args.quality,
+                   videos_per_shard=args.videos_per_shard, workers=args.workers,
+                   list_file=args.list_file)
+  except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+    # No videos under --src, a missing --list_file: the message names it; no traceback.
+    print(f"error: {_flag_names(str(e))}", file=sys.stderr)
+    return 2
+  report = os.path.join(args.out, frame_store.REPORT_FILE)
+  if result["num_videos"] == 0:
+    print(f"error: no video could be stored: all {result['skipped_videos']} videos under "
+          f"{args.src} were unreadable (reasons in {report})", file=sys.stderr)
+    return 1
   print(f"{result['num_videos']} videos, {result['num_frames']} frames, "
         f"{result['bytes'] / 2**20:.1f} MiB in {len(result['shards'])} shards; "
-        f"{result['skipped_videos']} skipped (see {os.path.join(args.out, frame_store.REPORT_FILE)})")
+        f"{result['skipped_videos']} skipped (see {report})")
   return 0
+
+
+def _flag_names(message: str) -> str:
+  # index.list_videos speaks of the training config's fields; here they are this tool's flags.
+  return message.replace("config.data.root", "--src").replace("config.data.list_file",
+                                                              "--list_file")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,16 @@ Batches are dicts of numpy arrays (b = per_host_batch, S = img_size):
   skipped      int32 (b,)  unreadable videos passed over to produce this item
   repeated     int32 (b,)  1 where a one-frame video supplied both frames
   video_index  int32 (b,)  index into `paths` of the video used
+  skip_reason  str <U200 (b,)  why the first video passed over for this item failed ('' if none)
+
+Unreadable videos are not logged here (that would be one line per bad file, from every worker
+process): `skipped` and `skip_reason` carry them to the trainer, which names the first few and
+then counts them (metrics.SkippedVideoLog).
 """
 from __future__ import annotations
 
 import dataclasses
+import gc
 
 import grain
 import ml_collections
@@ -91,8 +97,13 @@ class PairRecipe:
                hflip=bool(data_cfg.hflip), max_retries=int(data_cfg.max_retries))
 
 
+# Fixed width: grain stacks items into a batch array, which needs one dtype for every item.
+SKIP_REASON_CHARS = 200
+
+
 class FramePairSampler(grain.transforms.RandomMap):
-  """Video index -> {'frames': uint8 (2, S, S, 3), 'skipped', 'repeated', 'video_index'}.
+  """Video index -> {'frames': uint8 (2, S, S, 3), 'skipped', 'repeated', 'video_index',
+  'skip_reason'}.
 
   An unreadable or empty video is skipped: a replacement is drawn with the item's RNG (so the
   choice is reproducible) from this host's own shard (so hosts stay disjoint), and `skipped`
@@ -111,6 +122,7 @@ class FramePairSampler(grain.transforms.RandomMap):
     r = self._recipe
     index = int(element)
     failures: list[str] = []
+    reason = ""
     while True:
       path = self._reader.describe(index)
       try:
@@ -118,7 +130,8 @@ class FramePairSampler(grain.transforms.RandomMap):
             index, lambda t: transforms.sample_frame_pair(t, r.max_gap, rng))
         break
       except video.VideoDecodeError as err:
-        logging.warning("skipping unreadable video (%d in a row): %s", len(failures) + 1, err)
+        if not failures:
+          reason = str(err)
         failures.append(path)
         if len(failures) > r.max_retries:
           raise RuntimeError(
@@ -130,7 +143,8 @@ class FramePairSampler(grain.transforms.RandomMap):
         transforms.augment_frame(f, r.img_size, r.crop_scale, r.crop_ratio, r.hflip, rng)
         for f in pair])
     return {"frames": frames, "skipped": np.int32(len(failures)),
-            "repeated": np.int32(s == e), "video_index": np.int32(index)}
+            "repeated": np.int32(s == e), "video_index": np.int32(index),
+            "skip_reason": np.array(reason[:SKIP_REASON_CHARS], f"<U{SKIP_REASON_CHARS}")}
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -195,3 +209,39 @@ def make_train_iterator(data_cfg: ml_collections.ConfigDict, paths, *,
   return iter(make_dataset(data_cfg, paths, img_size=img_size, per_host_batch=per_host_batch,
                            seed=seed, process_index=process_index,
                            process_count=process_count))
+
+
+def close_iterator(iterator) -> None:
+  """Stops the pipeline and frees the shared memory of every batch it handed out.
+
+  With worker processes, grain passes each batch through a POSIX shared-memory block that the
+  main process unlinks when the batch array is garbage-collected -- on a background thread
+  (`SharedMemoryArray.enable_async_del`). A program that exits right after training leaves the
+  last batches' unlinks queued on that thread, and Python's resource_tracker then reports
+  "leaked shared_memory objects" and unlinks them itself. Callers drop their own references to
+  batches first; this closes the iterator (its buffered batches are released), collects cycles
+  and waits until the queued unlinks have run.
+  """
+  close = getattr(iterator, "close", None)
+  if close is not None:
+    close()
+  gc.collect()
+  _wait_for_shared_memory_release()
+
+
+def _wait_for_shared_memory_release(timeout_s: float = 30.0) -> None:
+  # grain's deletion pool is private; if a release renames it, skip the wait (the only cost is
+  # resource_tracker's warning at exit, whose cleanup still frees the memory).
+  try:
+    from grain._src.python.ipc import shared_memory_array
+    array_type = shared_memory_array.SharedMemoryArray
+    pool = array_type._del_thread_pool  # pylint: disable=protected-access
+  except (ImportError, AttributeError):
+    return
+  if pool is None:
+    return
+  try:
+    # One thread, first in first out: once this no-op has run, every unlink queued before it has.
+    pool.apply_async(int).get(timeout=timeout_s)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("could not wait for grain's shared-memory release: %s", e)

@@ -1,13 +1,34 @@
-"""What the user watches: WORKDIR/metrics.jsonl, TensorBoard event files and a progress bar."""
+"""What the user watches: WORKDIR/metrics.jsonl, TensorBoard event files, a progress bar and a
+few log lines (skipped videos, the closing summary)."""
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
+import logging as py_logging
 import math
 import os
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import tqdm
+
+
+def read_last_row(workdir: str) -> dict[str, Any]:
+  """The last complete row of WORKDIR/metrics.jsonl without its 'step' ({} if none)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.isfile(path):
+    return {}
+  last: dict[str, Any] = {}
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        last = json.loads(line)
+      except json.JSONDecodeError:  # a row cut short by a kill
+        continue
+  last.pop("step", None)
+  return last
 
 
 def _json_safe(value: Any) -> int | float | None:
@@ -20,6 +41,20 @@ def _json_safe(value: Any) -> int | float | None:
     return int(value)
   value = float(value)  # also unwraps numpy / jax 0-d arrays
   return value if math.isfinite(value) else None
+
+
+class _DropNanWarning(py_logging.Filter):
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return "NaN or Inf found" not in record.getMessage()
+
+
+def _quiet_tensorboardx_nan_warning() -> None:
+  # NaN is written on purpose (pairs/s of a step that was not timed, the first logged row of
+  # every run); tensorboardX warns about each, and the trainer already stops on a NaN loss with
+  # its own message.
+  logger = py_logging.getLogger("tensorboardX.x2num")
+  if not any(isinstance(f, _DropNanWarning) for f in logger.filters):
+    logger.addFilter(_DropNanWarning())
 
 
 class MetricWriter:
@@ -42,6 +77,7 @@ class MetricWriter:
     os.makedirs(workdir, exist_ok=True)
     self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
     from tensorboardX import SummaryWriter  # imported lazily: only the main process needs it
+    _quiet_tensorboardx_nan_warning()
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
@@ -75,13 +111,22 @@ class MetricWriter:
 class ProgressBar:
   """tqdm bar over optimizer steps showing e.g. `loss=0.41, pairs/s=2.5e+03`.
 
-  Disabled (prints nothing) on non-main processes or when `total` is None.
+  `total` is the step this run stops at (config.max_steps shortens it), so the ETA is this
+  run's. Disabled (prints nothing) on non-main processes or when `total` is None.
   """
 
   def __init__(self, total: int | None, initial: int = 0, enabled: bool = True):
+    self.total = total
+    self.enabled = enabled and total is not None
     self._bar = tqdm.tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                          disable=not enabled or total is None)
+                          disable=not self.enabled)
     self._position = initial
+
+  def above(self) -> contextlib.AbstractContextManager:
+    """Context in which log lines print above the bar instead of through it."""
+    if not self.enabled:
+      return contextlib.nullcontext()
+    return tqdm.tqdm.external_write_mode()
 
   def update(self, step: int, **postfix: float) -> None:
     """Move the bar to `step`; keyword values are shown after it (`pairs_per_sec` as pairs/s)."""
@@ -93,3 +138,49 @@ class ProgressBar:
 
   def close(self) -> None:
     self._bar.close()
+
+
+class SkippedVideoLog:
+  """Reports unreadable videos without flooding the log.
+
+  The first `name_first` are named with the reason (one line each); after that, one line per
+  log interval says how many more were skipped. The running total is the `skipped_videos`
+  column of metrics.jsonl. `emit` prints one line (the trainer logs a warning above the bar).
+
+  Args:
+    emit: called with each line.
+    name_first: how many skipped videos to name.
+    total: videos skipped before this run (a resumed run's counter).
+  """
+
+  def __init__(self, emit: Callable[[str], None], name_first: int = 5, total: int = 0):
+    self._emit = emit
+    self._name_first = name_first
+    self._named = 0
+    self._named_since_report = 0
+    self._reported_total = int(total)
+
+  def name(self, reasons: Iterable[str]) -> None:
+    """Name skipped videos (the reasons of one batch's items) while the quota lasts."""
+    for reason in reasons:
+      if self._named >= self._name_first:
+        return
+      self._named += 1
+      self._named_since_report += 1
+      more = ("; further ones are counted once per log interval (skipped_videos in "
+              "metrics.jsonl)") if self._named == self._name_first else ""
+      self._emit(f"skipping unreadable video: {reason}{more}")
+
+  def report(self, step: int, total: int) -> None:
+    """At a log interval: one line if more videos were skipped than were named since the last."""
+    new = int(total) - self._reported_total
+    if new > self._named_since_report:
+      self._emit(f"step {step}: {new} unreadable video{'s' if new != 1 else ''} skipped since "
+                 f"the last report ({int(total)} in all)")
+    self._reported_total = int(total)
+    self._named_since_report = 0
+
+
+def format_duration(seconds: float) -> str:
+  """1234.5 -> '0:20:34'."""
+  return str(datetime.timedelta(seconds=int(round(seconds))))
