@@ -62,6 +62,24 @@ def initial_state(config):
                                               jnp.zeros((1, 2, size, size, 3))))
 
 
+def assert_params_close(got, want, config, num_steps: int):
+  """Parameters after `num_steps` AdamW steps from the same start, computed in another order.
+
+  Where a gradient is ~0, its sign depends on summation order and Adam turns either sign into a
+  step of about lr, so a few such parameters may differ by up to 2·lr per step (the bound below).
+  Everything else must agree tightly, and those sign flips must stay rare.
+  """
+  bound = 2 * num_steps * optim.learning_rate(config)
+  loose = total = 0
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    a, b = np.asarray(a), np.asarray(b)
+    assert np.isfinite(a).all() and np.isfinite(b).all()
+    np.testing.assert_allclose(a, b, rtol=0, atol=bound)
+    loose += int((~np.isclose(a, b, rtol=1e-4, atol=1e-6)).sum())
+    total += a.size
+  assert loose <= max(3, total // 1000), f"{loose} of {total} parameters differ beyond 1e-6"
+
+
 @pytest.mark.parametrize("data,fsdp,accum", [(8, 1, 1), (4, 2, 2)])
 def test_sharded_run_matches_one_device(data, fsdp, accum, monkeypatch):
   monkeypatch.setattr(sharding, "MIN_FSDP_ELEMENTS", 1024)  # shard even this tiny model
@@ -78,20 +96,29 @@ def test_sharded_run_matches_one_device(data, fsdp, accum, monkeypatch):
   many = sharding.make_mesh(config.mesh)
   s1, l1 = run_steps(config, one, state, batches)
   s8, l8 = run_steps(config, many, state, batches)
+  assert np.isfinite(l1).all()
   np.testing.assert_allclose(l8, l1, rtol=2e-5)
-  for a, b in zip(jax.tree.leaves(s8.params), jax.tree.leaves(s1.params)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert_params_close(s8.params, s1.params, config, len(batches))
   if fsdp > 1:
     specs = {str(s.spec) for s in jax.tree.leaves(sharding.state_shardings(
         jax.eval_shape(lambda: state), many))}
     assert any("fsdp" in s for s in specs)
 
 
-def test_accumulation_matches_full_batch_gradient():
+def test_accumulation_matches_full_batch_gradient(monkeypatch):
   """accum_steps=2 over a batch equals one step on it when masking draws are shared."""
+  from dropmae_jax.models import masking
+
+  def same_plan_for_every_sample(rng, batch, tokens_per_frame, mask_ratio):
+    # Every sample hides the same 75% of its tokens, whichever micro-batch it lands in. (With
+    # mask_ratio 0 nothing is reconstructed: the loss is 0/0 and the test compared NaN to NaN.)
+    del rng
+    order = jnp.broadcast_to(jnp.arange(2 * tokens_per_frame)[::-1], (batch, 2 * tokens_per_frame))
+    return masking.plan_from_shuffle(order, int(2 * tokens_per_frame * (1 - mask_ratio)))
+
+  monkeypatch.setattr(masking, "random_plan", same_plan_for_every_sample)
   config = tiny_config()
   config.asad.drop_ratio = 0.0
-  config.model.mask_ratio = 0.0  # no random masking: micro-batches see the same computation
   rng = np.random.default_rng(1)
   batches = [rng.integers(0, 256, (8, 2, 64, 64, 3), dtype=np.uint8)]
   state = initial_state(config)
@@ -99,9 +126,9 @@ def test_accumulation_matches_full_batch_gradient():
   s1, l1 = run_steps(config, mesh, state, batches)
   config.accum_steps = 2
   s2, l2 = run_steps(config, mesh, state, batches)
+  assert np.isfinite(l1).all()
   np.testing.assert_allclose(l2, l1, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(s2.params), jax.tree.leaves(s1.params)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  assert_params_close(s2.params, s1.params, config, len(batches))
 
 
 def read_metrics(workdir):
