@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dropmae_jax.ops import asad
+from dropmae_jax.ops import dispatch
 from dropmae_jax.ops import asad_pallas
 from dropmae_jax.ops import asad_plan
 
@@ -119,7 +120,8 @@ def test_public_op_dispatches_and_validates():
     # Logit rounding differs between the reference's (L, L) matmul and the kernels' blocks, so a
     # cell at the threshold may flip: compare with a tolerance that one flip would not exceed.
     assert float(jnp.mean(jnp.abs(out - ref))) < 1e-3
-  assert asad.resolve_impl("auto", "gpu") == asad.VERIFIED_KERNELS.get("gpu", "reference")
+  assert asad.resolve_impl("auto", dispatch.Device("cpu")) == "reference"
+  assert asad.resolve_impl("auto", dispatch.Device("gpu", (9, 0))) == "pallas_gpu"
   with pytest.raises(ValueError, match="odd"):
     asad.asad_attention(q[:, :39], k[:, :39], v[:, :39], seed=seed, drop_ratio=0.2,
                         impl="pallas_gpu")

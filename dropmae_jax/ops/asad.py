@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from dropmae_jax.ops import asad_math
 from dropmae_jax.ops import asad_pallas
+from dropmae_jax.ops import dispatch
 
 Temporal = Literal["max", "sum"]
 MASK_VALUE = asad_math.MASK_VALUE
@@ -152,18 +153,16 @@ def attention_reference(q: jax.Array, k: jax.Array, v: jax.Array,
 
 
 IMPLEMENTATIONS = ("reference", "pallas_gpu", "pallas_tpu", "auto")
-# What 'auto' picks per backend: only kernels whose speed and masks were checked on that hardware
-# with benchmarks/asad.py. Nothing is listed yet (no GPU/TPU run so far), so 'auto' is the
-# reference everywhere; the kernels are opt-in by name.
-VERIFIED_KERNELS: dict[str, str] = {}
+def resolve_impl(impl: str, device: dispatch.Device | None = None) -> str:
+  """Maps config.asad.impl to a concrete implementation on `device` (default: JAX's first).
 
-
-def resolve_impl(impl: str, backend: str | None = None) -> str:
-  """Maps config.asad.impl to a concrete implementation for `backend` (default: JAX's)."""
+  'auto' is the kernel measured on that hardware (dispatch.MEASURED_ASAD_KERNELS), else the
+  reference.
+  """
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f"unknown ASAD impl {impl!r} (config.asad.impl); choose from {IMPLEMENTATIONS}")
   if impl == "auto":
-    return VERIFIED_KERNELS.get(backend or jax.default_backend(), "reference")
+    return dispatch.asad_impl_for(device or dispatch.current_device())
   return impl
 
 
@@ -242,5 +241,7 @@ def _kernel_attention(q, k, v, seed, drop_ratio, temporal, impl, batch_offset):
 
 
 def plain_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  """Unmasked attention through `jax.nn.dot_product_attention` (cuDNN/XLA picks the fastest)."""
-  return jax.nn.dot_product_attention(q, k, v)
+  """Unmasked attention, (B, L, H, D) -> (B, L, H, D): cuDNN's flash attention where it supports
+  the call (dispatch.attention_implementation), else XLA's."""
+  impl = dispatch.attention_implementation(q.dtype, q.shape[-1], dispatch.current_device())
+  return jax.nn.dot_product_attention(q, k, v, implementation=impl)

@@ -1,0 +1,80 @@
+"""Which attention implementation runs where: the one place that decides.
+
+Two choices, both by the device JAX computes on:
+  * `asad_impl_for(device)`: what `config.asad.impl='auto'` means. A kernel is listed only where its
+    masks and speed were measured on that hardware (`MEASURED_ASAD_KERNELS`); elsewhere the jnp
+    reference runs.
+  * `attention_implementation(dtype, head_dim, device)`: unmasked attention (encoder, TwinMAE decoder,
+    ASAD with P = 0) through cuDNN's fused flash attention on NVIDIA GPUs where cuDNN supports the
+    shape and dtype, else XLA's. Measured on an H200 (shared/measurements/2026-11-27-h200.md): one
+    decoder layer 0.22 / 0.77 ms forward / forward+backward with cuDNN vs 0.66 / 2.12 ms with XLA;
+    TwinMAE ViT-B/16 at batch 64 2082 vs 1439 pairs/s. float32 runs and CPUs / TPUs keep XLA.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+  """What the choices depend on: JAX's platform and, on NVIDIA GPUs, the compute capability."""
+  platform: str                                  # 'cpu' | 'gpu' | 'tpu'
+  compute_capability: tuple[int, int] | None = None
+
+
+def describe(device: jax.Device) -> Device:
+  """A jax.Device -> Device; compute_capability only for CUDA devices (ROCm reports none)."""
+  cc = getattr(device, "compute_capability", None)
+  parsed = None
+  if isinstance(cc, str):
+    try:
+      major, minor = cc.split(".")[:2]
+      parsed = (int(major), int(minor))
+    except ValueError:
+      parsed = None
+  return Device(device.platform, parsed)
+
+
+@functools.lru_cache(maxsize=None)
+def current_device() -> Device:
+  return describe(jax.devices()[0])
+
+
+# (platform, minimum compute capability, kernel, evidence). Read top to bottom; first match wins.
+MEASURED_ASAD_KERNELS: tuple[tuple[str, tuple[int, int] | None, str, str], ...] = (
+    ("gpu", (9, 0), "pallas_gpu",
+     "H200, jax 0.11.2, 2026-11-27: DropMAE ViT-B/16 batch 64 609 pairs/s vs 450 (reference); "
+     "8 of 7.6M dropped cells differ from the reference (logit rounding)"),
+)
+
+
+def asad_impl_for(device: Device) -> str:
+  for platform, min_cc, kernel, _ in MEASURED_ASAD_KERNELS:
+    if device.platform != platform:
+      continue
+    if min_cc is not None and (device.compute_capability is None
+                               or device.compute_capability < min_cc):
+      continue
+    return kernel
+  return "reference"
+
+
+# cuDNN's fused attention (flash) needs Ampere or newer, fp16/bf16 and head dims that are
+# multiples of 8 up to 128 (the cuDNN frontend's limits for the fused kernel).
+CUDNN_MIN_COMPUTE_CAPABILITY = (8, 0)
+CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+CUDNN_MAX_HEAD_DIM = 128
+
+
+def attention_implementation(dtype, head_dim: int, device: Device) -> str | None:
+  """'cudnn' where cuDNN's flash attention supports this call, else None (XLA decides)."""
+  if (device.platform == "gpu" and device.compute_capability is not None
+      and device.compute_capability >= CUDNN_MIN_COMPUTE_CAPABILITY
+      and jnp.dtype(dtype) in [jnp.dtype(d) for d in CUDNN_DTYPES]
+      and head_dim % 8 == 0 and head_dim <= CUDNN_MAX_HEAD_DIM):
+    return "cudnn"
+  return None
