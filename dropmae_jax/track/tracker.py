@@ -148,7 +148,8 @@ def _data_mesh(devices: list | None) -> jax.sharding.Mesh:
 class BatchedRunner:
   """Tracks many sequences in lock-step: one jitted call per frame for up to `slots` sequences.
 
-  Frames for the next step are decoded by a thread pool while the device runs the current one.
+  Frames for the next step are decoded by a thread pool while the device runs the current one;
+  the search crops are cut on the same pool.
   `devices` (default: all) split the slot axis; `slots` is rounded up to a multiple of their count.
   The time recorded for a frame is its step's wall time divided by the sequences in that step.
   """
@@ -221,9 +222,12 @@ class BatchedRunner:
         path = slots[i].sequence.frames[slots[i].frame]
         future = prefetched.pop(path, None) or self._pool.submit(read_frame, path)
         images[i] = future.result()
+      # Crops on the pool too (numpy releases the GIL in its gathers and arithmetic).
       factors = {}
-      for i in active:
-        self._searches[i], factors[i] = search_input(images[i], slots[i].state, self.settings)
+      crops = self._pool.map(lambda i: search_input(images[i], slots[i].state, self.settings),
+                             active)
+      for i, (search, factor) in zip(active, crops):
+        self._searches[i], factors[i] = search, factor
       boxes, _ = self._predict(self.variables, templates_dev,
                                jax.device_put(self._searches, self._batch_sharding))
       # The call above is dispatched asynchronously: decode the next frames while it runs.
