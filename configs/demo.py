@@ -26,4 +26,11 @@ def get_config():
   c.log_every = 10
   c.ckpt_every = 250
   c.figure_every = 250
+  # Zero-shot label propagation on a synthetic DAVIS-layout set (built under the workdir) at steps
+  # 500 and 1000: davis_jf in metrics.jsonl, figures/label_propagation_*.png. Native 224x160 frames,
+  # so the neighbourhood is DINO's 12 of 30 patch rows scaled to 4 of 10.
+  c.eval.label_propagation_every = 500
+  c.eval.vos.short_side = -1
+  c.eval.vos.size_multiple = 16
+  c.eval.vos.size_mask_neighborhood = 4
   return c

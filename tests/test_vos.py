@@ -623,3 +623,25 @@ def test_label_propagation_eval_during_training(synthetic_root, micro_params, tm
   assert again == pytest.approx(scores)
   assert sorted(os.listdir(os.path.join(workdir, "label_propagation", "latest"))) == [
       "synth-val-000", "synth-val-001"]
+
+
+def test_pretraining_logs_label_propagation(tmp_path, video_tree):
+  """config.eval.label_propagation_every: the one trainer logs davis_jf and writes its figure."""
+  import json
+  from dropmae_jax.train import loop
+  from test_train import tiny_config
+  config = tiny_config(video_tree)
+  config.max_steps = 2
+  config.eval.label_propagation_every = 2
+  config.eval.davis_sequences = ""
+  config.eval.vos.short_side = -1
+  config.eval.vos.size_multiple = 16
+  config.eval.vos.size_mask_neighborhood = 4
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(config, workdir)
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  scored = [r for r in rows if "davis_jf" in r]
+  assert [r["step"] for r in scored] == [2]
+  assert 0.0 <= scored[0]["davis_jf"] <= 1.0
+  assert os.path.isfile(os.path.join(workdir, "figures", "label_propagation_00000002.png")) or any(
+      f.startswith("label_propagation") for f in os.listdir(os.path.join(workdir, "figures")))

@@ -36,25 +36,9 @@ _FIGURE_FRAMES = 6
 
 
 def default_eval_config() -> ml_collections.ConfigDict:
-  """The `config.eval` fields this module reads, with their defaults (see the README text)."""
-  e = ml_collections.ConfigDict()
-  e.label_propagation_every = 0      # steps between label-propagation evaluations (0 = never)
-  e.davis_root = SYNTHETIC           # DAVIS-layout root, or 'synthetic' (WORKDIR/vos_synthetic, built on first use)
-  e.davis_subset = "val"             # ImageSets/<year>/<subset>.txt
-  e.davis_year = "2017"              # 2017 (multi-object) | 2016 (objects merged)
-  e.davis_sequences = ""             # comma-separated sequence names ('' = the whole subset)
-  e.vos = ml_collections.ConfigDict()
-  protocol = propagate.Protocol()
-  e.vos.n_last_frames = protocol.n_last_frames                    # DINO: 7
-  e.vos.size_mask_neighborhood = protocol.size_mask_neighborhood  # DINO: 12 (patches)
-  e.vos.topk = protocol.topk                                      # DINO: 5
-  e.vos.temperature = protocol.temperature                        # DINO: 0.1
-  e.vos.short_side = protocol.short_side                          # DINO: 480 (<= 0: native size)
-  e.vos.size_multiple = protocol.size_multiple                    # DINO: 64
-  e.vos.frame_embed = "x"            # x | z | none | z_first
-  e.vos.dtype = "float32"            # encoder compute dtype for the evaluation
-  e.vos.batch_size = 8               # frames per encoder call
-  return e
+  """The `config.eval` fields this module reads, with their defaults (their home: configlib)."""
+  from dropmae_jax import configlib
+  return configlib.eval_defaults()
 
 
 def synthetic_eval_config() -> ml_collections.ConfigDict:
