@@ -76,29 +76,29 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.keep_ckpts = 3                    # checkpoints kept on disk
   c.figure_every = 5000               # steps between reconstruction PNGs (0 = never)
   c.max_steps = -1                    # stop after this many steps this run (testing; < 0 = run to the end)
-  c.eval = eval_defaults()            # zero-shot label propagation while pre-training (dropmae_jax/vos)
+  # --- zero-shot label propagation while pre-training (dropmae_jax/vos; DINO's protocol) ---
+  c.eval = ml_collections.ConfigDict()
+  c.eval.label_propagation_every = 0  # steps between evaluations, logged as davis_jf / davis_j / davis_f (0 = never)
+  c.eval.davis_root = "synthetic"     # DAVIS-layout root, or 'synthetic' (built once under WORKDIR/vos_synthetic)
+  c.eval.davis_subset = "val"         # ImageSets/<year>/<subset>.txt
+  c.eval.davis_year = "2017"          # 2017 (multi-object) | 2016 (objects merged)
+  c.eval.davis_sequences = ""         # comma-separated sequence names ('' = the whole subset)
+  c.eval.vos = ml_collections.ConfigDict()
+  c.eval.vos.n_last_frames = 7        # context: the first frame + the last n frames (DINO: 7)
+  c.eval.vos.size_mask_neighborhood = 12  # keys within this many patches of the query (DINO: 12)
+  c.eval.vos.topk = 5                 # affinities kept per query (DINO: 5)
+  c.eval.vos.temperature = 0.1        # softmax temperature of the affinities (DINO's code: 0.1)
+  c.eval.vos.short_side = 480         # frames resized to this short side (<= 0: native size)
+  c.eval.vos.size_multiple = 64       # long side floored to a multiple of this (DINO: 64)
+  c.eval.vos.frame_embed = "x"        # frame-identity embedding per frame: x | z | none | z_first
+  c.eval.vos.dtype = "float32"        # encoder compute dtype for the evaluation
+  c.eval.vos.batch_size = 8           # frames per encoder call
   return c
 
 
 def eval_defaults() -> ml_collections.ConfigDict:
-  """`config.eval`: label propagation on a DAVIS-layout set (DINO's eval_video_segmentation.py)."""
-  e = ml_collections.ConfigDict()
-  e.label_propagation_every = 0       # steps between evaluations, logged as davis_jf / davis_j / davis_f (0 = never)
-  e.davis_root = "synthetic"          # DAVIS-layout root, or 'synthetic' (built once under WORKDIR/vos_synthetic)
-  e.davis_subset = "val"              # ImageSets/<year>/<subset>.txt
-  e.davis_year = "2017"               # 2017 (multi-object) | 2016 (objects merged)
-  e.davis_sequences = ""              # comma-separated sequence names ('' = the whole subset)
-  e.vos = ml_collections.ConfigDict()
-  e.vos.n_last_frames = 7             # context: the first frame + the last n frames (DINO: 7)
-  e.vos.size_mask_neighborhood = 12   # keys within this many patches of the query (DINO: 12)
-  e.vos.topk = 5                      # affinities kept per query (DINO: 5)
-  e.vos.temperature = 0.1             # softmax temperature of the affinities (DINO's code: 0.1)
-  e.vos.short_side = 480              # frames resized to this short side (<= 0: native size)
-  e.vos.size_multiple = 64            # long side floored to a multiple of this (DINO: 64)
-  e.vos.frame_embed = "x"             # frame-identity embedding per frame: x | z | none | z_first
-  e.vos.dtype = "float32"             # encoder compute dtype for the evaluation
-  e.vos.batch_size = 8                # frames per encoder call
-  return e
+  """`config.eval` (label propagation during pre-training) as pretrain_defaults() sets it."""
+  return pretrain_defaults().eval
 
 
 def droptrack_defaults() -> ml_collections.ConfigDict:
