@@ -222,6 +222,44 @@ def test_sharded_run_matches_one_device(data, fsdp, monkeypatch):
   assert any("fsdp" in s for s in specs)
 
 
+def test_masked_warmup_step_equals_removing_tokens():
+  """The CE warm-up's masked step (counts traced) = the step that removes the tokens, and the
+  task compiles three steps for a whole schedule: CE off, the warm-up, the final ratio."""
+  config = tiny_config()
+  config.model.drop_path_rate = 0.1
+  batch = random_batch(np.random.default_rng(1), 8, config)
+  model = ostrack.OSTrackCE.from_config(config)
+  tx, schedule = tracking_optim.make_tracking_optimizer(config, config.steps_per_epoch)
+  state = jax.jit(lambda: step_lib.create_track_state(model, tx, 0))()
+  ratio = 0.85
+  counts = model.keep_counts(ratio)
+  assert counts == [14]  # ceil(0.85 * 16): between CE off (16) and the final 0.7 (12)
+  removed = step_lib.make_track_train_step(model, tx, schedule, config.loss, ratio)
+  masked = step_lib.make_track_train_step(model, tx, schedule, config.loss, None)
+  s_removed, m_removed = jax.jit(lambda s, b: removed(s, b, step_lib.step_rng(s)))(state, batch)
+  s_masked, m_masked = jax.jit(lambda s, b: masked(s, b, step_lib.step_rng(s)))(
+      state, {**batch, step_lib.CE_COUNTS: np.asarray(counts, np.int32),
+              step_lib.CE_RATIO: np.float32(ratio)})
+  for k in ("loss", "focal", "giou", "l1", "iou", "grad_norm", "keep_ratio"):
+    np.testing.assert_allclose(float(m_masked[k]), float(m_removed[k]), rtol=1e-5, err_msg=k)
+  bound = 2 * tracking_optim.learning_rate(config)  # a ~0 gradient's sign, times Adam's lr
+  for a, b in zip(jax.tree.leaves(s_masked.params), jax.tree.leaves(s_removed.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=bound)
+  for a, b in zip(jax.tree.leaves(s_masked.batch_stats), jax.tree.leaves(s_removed.batch_stats)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+  # The plan over a schedule with a 4-epoch warm-up (CE from epoch 3): keep ratios 1, 1,
+  # 0.956, 0.85, 0.744, then 0.7 -> ceil(r * 16) = 16, 16, 16, 14, 12, 12...
+  config.ce_start_epoch, config.ce_warm_epoch = 2, 4
+  task = droptrack.DropTrackTask(config, "")
+  task.model = model
+  keys = [task._ce_plan(tracking_optim.ce_keep_ratio(e, config))[0] for e in range(1, 9)]
+  assert keys == [(16,), (16,), (16,), "masked", (12,), (12,), (12,), (12,)]
+  config.ce_warmup_masked = False  # one compiled step per distinct count tuple
+  keys = [task._ce_plan(tracking_optim.ce_keep_ratio(e, config))[0] for e in range(1, 9)]
+  assert keys == [(16,), (16,), (16,), (14,), (12,), (12,), (12,), (12,)]
+
+
 # ------------------------------------------------------------------------------ NaN stop
 
 

@@ -260,6 +260,36 @@ def test_forward_matches_torch_reference(model, exported, torch_model, keep_rati
   assert ours["pred_boxes"].shape == (BATCH, 4)
 
 
+def test_masked_ce_matches_torch_reference_with_one_compile(model, exported, torch_model):
+  """Masked CE (keep counts traced): the torch reference's outputs and kept sets at two ratios
+  of the warm-up, from one compiled function."""
+  variables, _, _ = exported
+  ref, _ = torch_model
+  z, x = images(3)
+  traces = []
+
+  def forward(v, z, x, counts):
+    traces.append(1)
+    return model.apply(v, z, x, keep_counts=counts)
+
+  forward = jax.jit(forward)
+  for ratio in (0.7, 0.85):
+    counts = ostrack.ce_keep_counts(64, 3, ratio)
+    ours = forward(variables, z, x, np.asarray(counts, np.int32))
+    with torch.no_grad():
+      theirs = ref(to_torch(z), to_torch(x), ratio)
+    assert min(theirs["margins"]) > 1e-5, theirs["margins"]
+    for n, alive, theirs_k in zip(counts, ours["kept_indices"], theirs["kept"]):
+      assert alive.shape == (BATCH, 64) and alive.dtype == bool
+      for b in range(BATCH):
+        assert set(np.nonzero(np.asarray(alive[b]))[0].tolist()) == set(theirs_k[b].tolist())
+        assert int(np.asarray(alive[b]).sum()) == n
+    for key in ("score_map", "size_map", "offset_map", "pred_boxes"):
+      np.testing.assert_allclose(np.asarray(ours[key]), theirs[key].numpy(), atol=1e-4,
+                                 rtol=1e-4, err_msg=f"{key} at keep ratio {ratio}")
+  assert len(traces) == 1
+
+
 def test_eliminated_positions_are_exact_zeros(model, exported):
   variables, _, _ = exported
   z, x = images(2)

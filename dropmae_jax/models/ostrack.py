@@ -106,12 +106,48 @@ def candidate_elimination(tokens: jax.Array, probs: jax.Array, global_index: jax
   return jnp.concatenate([tokens[:, :lens_t], search], axis=1), kept_index
 
 
+def masked_candidate_elimination(probs: jax.Array, alive: jax.Array, keep: jax.Array, *,
+                                 lens_t: int, template_rows: np.ndarray | None) -> jax.Array:
+  """`candidate_elimination` on a fixed shape: which search tokens stay alive, not a gather.
+
+  The same scores as the released function, ranked among the tokens still alive; the `keep`
+  best stay. Eliminated tokens remain in the sequence, hidden from every query as keys
+  (`Attention(key_mask=...)`), so the kept tokens see exactly what they see after a gather
+  (ties in the score may break differently: the gather ranks them in the previous layer's
+  order, this in original order).
+
+  Args:
+    probs: (B, H, Lt + Ls, Lt + Ls) post-softmax attention of this block (hidden keys 0).
+    alive: (B, Ls) bool, search tokens alive before this layer.
+    keep: int32 scalar, how many stay alive (may be traced: one compiled step for every ratio).
+    lens_t: Lt, template tokens (always kept).
+    template_rows: template query rows that score (None = all).
+  Returns:
+    (B, Ls) bool, alive after this layer.
+  """
+  attn_t = probs[:, :, :lens_t, lens_t:]
+  if template_rows is not None:
+    attn_t = attn_t[:, :, template_rows]
+  score = jnp.where(alive, attn_t.mean(axis=2).mean(axis=1), -jnp.inf)   # (B, Ls)
+  batch, lens_s = score.shape
+  _, order = jax.lax.top_k(score, lens_s)                                   # all, descending
+  rank = jnp.zeros_like(order).at[jnp.arange(batch)[:, None], order].set(
+      jnp.broadcast_to(jnp.arange(lens_s, dtype=order.dtype), order.shape))
+  return rank < keep
+
+
 class VisionTransformerCE(nn.Module):
   """The released `VisionTransformerCE` after `finetune_track` (the `backbone` of OSTrack).
 
   (B, Hz, Wz, 3), (B, Hx, Wx, 3) -> tokens (B, Lz + Lx, D) after the final LayerNorm, with the
   search part in original order and eliminated positions exactly zero, and the kept global
   indices (one (B, n_l) int32 array per CE layer).
+
+  With `keep_counts` ((n_ce,) int32, may be traced) the elimination is masked instead
+  (`masked_candidate_elimination`): the shapes do not depend on the counts, so one compiled
+  step serves every keep ratio of the CE warm-up, at the cost of computing the eliminated
+  tokens too. The outputs are the same; the second result is then one (B, Ls) bool alive-mask
+  per CE layer.
   """
   width: int
   depth: int
@@ -156,7 +192,8 @@ class VisionTransformerCE(nn.Module):
     self.norm = nn.LayerNorm(epsilon=vit.LN_EPS, dtype=self.dtype)
 
   def __call__(self, template: jax.Array, search: jax.Array, *, keep_ratio: float | None = None,
-               train: bool = False) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+               keep_counts: jax.Array | None = None, train: bool = False
+               ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     batch = template.shape[0]
     chex.assert_shape(template, (batch, self.template_size, self.template_size, 3))
     chex.assert_shape(search, (batch, self.search_size, self.search_size, 3))
@@ -166,6 +203,8 @@ class VisionTransformerCE(nn.Module):
     tokens = jnp.concatenate([z, x], axis=1).astype(self.dtype)
     global_index = jnp.broadcast_to(jnp.arange(lens_s, dtype=jnp.int32), (batch, lens_s))
     rows = ce_template_rows(self.ce_template_range, self.feat_z)
+    if keep_counts is not None:
+      return self._masked(tokens, lens_t, rows, keep_counts, train)
     kept = []
     for i, block in enumerate(self.blocks):
       if i not in self.ce_loc:
@@ -190,6 +229,31 @@ class VisionTransformerCE(nn.Module):
     x_full = jnp.zeros((batch, lens_s, tokens.shape[-1]), tokens.dtype)
     x_full = x_full.at[jnp.arange(batch)[:, None], global_index].set(x_kept)
     return jnp.concatenate([z_out, x_full], axis=1), tuple(kept)
+
+  def _masked(self, tokens: jax.Array, lens_t: int, rows: np.ndarray | None,
+              keep_counts: jax.Array, train: bool) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """The forward with masked candidate elimination (see the class docstring)."""
+    batch, length, _ = tokens.shape
+    ce_layers = [i for i in range(self.depth) if i in self.ce_loc]
+    chex.assert_shape(keep_counts, (len(ce_layers),))
+    alive = jnp.ones((batch, length - lens_t), bool)
+    key_mask = None  # nothing hidden before the first CE layer: the plain attention path
+    kept = []
+    for i, block in enumerate(self.blocks):
+      if i not in self.ce_loc:
+        tokens = block(tokens, deterministic=not train, key_mask=key_mask)
+        continue
+      keep = keep_counts[ce_layers.index(i)]
+
+      def hook(t, probs, keep=keep, alive=alive):
+        return t, masked_candidate_elimination(probs, alive, keep, lens_t=lens_t,
+                                               template_rows=rows)
+      tokens, alive = block(tokens, mid_hook=hook, deterministic=not train, key_mask=key_mask)
+      key_mask = jnp.concatenate([jnp.ones((batch, lens_t), bool), alive], axis=1)
+      kept.append(alive)
+    tokens = self.norm(tokens)
+    search = jnp.where(alive[..., None], tokens[:, lens_t:], jnp.zeros((), tokens.dtype))
+    return jnp.concatenate([tokens[:, :lens_t], search], axis=1), tuple(kept)
 
 
 def _resize_table(pos_embed: jax.Array, grid: int) -> jax.Array:
@@ -270,17 +334,21 @@ class OSTrackCE(nn.Module):
     self.box_head = box_head_lib.CenterPredictor(self.head_channels, dtype)
 
   def __call__(self, template: jax.Array, search: jax.Array, *, keep_ratio: float | None = None,
-               train: bool = False) -> dict[str, Any]:
+               keep_counts: jax.Array | None = None, train: bool = False) -> dict[str, Any]:
     """Template (B, Hz, Wz, 3) and search (B, Hx, Wx, 3) normalised NHWC images ->
 
     dict(pred_boxes (B, 4) normalised (cx, cy, w, h) in the search crop, score_map (B, F, F),
     size_map (B, F, F, 2), offset_map (B, F, F, 2), kept_indices: tuple of (B, n_l) int32 original
     search positions kept by each CE layer). `keep_ratio` (a static python float) overrides
     `ce_keep_ratio` for every CE layer (the training warm-up schedule); 1.0 disables CE.
+    `keep_counts` ((n_ce,) int32, may be traced; e.g. `keep_counts(ratio)`) instead masks the
+    eliminated tokens on a fixed shape (one compile for every ratio; kept_indices are then
+    (B, Ls) bool alive-masks).
     train=True enables drop-path (rng 'dropout') and BatchNorm batch statistics (mutable
     'batch_stats').
     """
-    tokens, kept = self.backbone(template, search, keep_ratio=keep_ratio, train=train)
+    tokens, kept = self.backbone(template, search, keep_ratio=keep_ratio,
+                                 keep_counts=keep_counts, train=train)
     feat = tokens[:, -self.feat_x ** 2:].reshape(tokens.shape[0], self.feat_x, self.feat_x, -1)
     maps = self.box_head(feat, train)
     boxes = box_head_lib.cal_bbox(maps["score_map"], maps["size_map"], maps["offset_map"])

@@ -126,8 +126,10 @@ class Attention(nn.Module):
   """Multi-head self-attention with a fused qkv projection (timm layout). (B, L, D) -> (B, L, D).
 
   With `return_attention=True` it returns `(out, probs)`, probs the post-softmax map
-  (B, H, L, L) float32 (what OSTrack's candidate elimination scores); that path computes the
-  attention explicitly and does not combine with ASAD.
+  (B, H, L, L) float32 (what OSTrack's candidate elimination scores). `key_mask` (B, L) bool
+  hides the False keys from every query (OSTrack's masked candidate elimination; every row
+  must keep at least one key). Both paths compute the attention explicitly and do not combine
+  with ASAD.
   """
   heads: int
   asad: AsadSettings = AsadSettings()
@@ -136,19 +138,25 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, frame_ids: jax.Array | None = None,
-               return_attention: bool = False):
+               return_attention: bool = False, key_mask: jax.Array | None = None):
     batch, length, width = x.shape
     qkv = nn.Dense(3 * width, kernel_init=self.kernel_init, dtype=self.dtype, name="qkv")(x)
     q, k, v = split_qkv(qkv, self.heads)
     proj = nn.Dense(width, kernel_init=self.kernel_init, dtype=self.dtype, name="proj")
-    if return_attention:
+    if return_attention or key_mask is not None:
       if self.asad.drop_ratio > 0:
-        raise ValueError("Attention(return_attention=True) does not support ASAD")
+        raise ValueError("Attention(return_attention=True or key_mask) does not support ASAD")
       scale = (width // self.heads) ** -0.5
       logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+      if key_mask is not None:
+        chex.assert_shape(key_mask, (batch, length))
+        # A hidden key gets weight exactly 0 (exp(-inf)); unhidden keys renormalise among
+        # themselves, as if the hidden tokens had been removed.
+        logits = jnp.where(key_mask[:, None, None, :], logits, -jnp.inf)
       probs = jax.nn.softmax(logits, axis=-1)
       out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
-      return proj(out.reshape(batch, length, width)), probs
+      out = proj(out.reshape(batch, length, width))
+      return (out, probs) if return_attention else out
     if self.asad.drop_ratio > 0:
       # One uint32 seed per layer and step, from the 'asad' RNG stream.
       seed = jax.random.bits(self.make_rng("asad"), (), jnp.uint32)
@@ -186,7 +194,7 @@ class Block(nn.Module):
   `drop_path` > 0 adds stochastic depth on both residual branches (active when
   deterministic=False). With `mid_hook` the block returns `(x, hook_aux)`: the hook sees the
   tokens after the attention residual and that layer's attention probabilities, and may drop
-  tokens before the MLP.
+  tokens before the MLP. `key_mask` (B, L) bool: see `Attention`.
   """
   heads: int
   mlp_dim: int
@@ -197,16 +205,17 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, frame_ids: jax.Array | None = None, *,
-               mid_hook: MidHook | None = None, deterministic: bool = True):
+               mid_hook: MidHook | None = None, deterministic: bool = True,
+               key_mask: jax.Array | None = None):
     chex.assert_rank(x, 3)
     drop = DropPath(self.drop_path)
     attn = Attention(self.heads, self.asad, self.dtype, self.kernel_init, name="attn")
     y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm1")(x)
     aux = None
     if mid_hook is None:
-      x = x + drop(attn(y, frame_ids), deterministic)
+      x = x + drop(attn(y, frame_ids, key_mask=key_mask), deterministic)
     else:
-      out, probs = attn(y, frame_ids, return_attention=True)
+      out, probs = attn(y, frame_ids, return_attention=True, key_mask=key_mask)
       x = x + drop(out, deterministic)
       x, aux = mid_hook(x, probs)
     y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm2")(x)

@@ -11,11 +11,12 @@ Plugged into the one trainer (`train/loop.py`). Follows the released `OSTrackAct
   at the epoch's CE keep ratio -> `tracking_losses.tracking_loss` -> grads ->
   `tracking_optim.make_tracking_optimizer` (two lr groups, clip 0.1, StepLR per epoch).
 * CE keep ratio: `tracking_optim.ce_keep_ratio(epoch)`, constant within an epoch
-  (ITERS_PER_EPOCH = 1). OSTrackCE keeps a static number of tokens per CE layer, so the step is
-  compiled once per distinct tuple of keep counts (1 before CE starts, up to one per warm-up
-  epoch, then the final one: 48 for the GOT-10k schedule, 74 for all data) and cached for the
-  run; the released code runs the same shapes dynamically. A masked fixed-shape formulation
-  would compile once but give up CE's compute saving.
+  (ITERS_PER_EPOCH = 1). OSTrackCE removes tokens on static shapes, so each distinct tuple of
+  keep counts is its own compiled step (the released code runs these shapes dynamically). With
+  `config.ce_warmup_masked` (default) the run compiles three steps: CE off, the warm-up (CE
+  masked on a fixed shape, the counts a traced input: the same outputs, every token computed)
+  and the final ratio (tokens removed: CE's compute saving for the rest of the run). Without
+  it, one step per distinct count tuple (48 for the GOT-10k schedule, 74 for all data).
 * every `val_every_epochs` epochs (and at the end of the schedule): loss and IoU on
   `data.val_samples` validation pairs with the evaluation forward (running BN statistics, no
   drop-path, the epoch's keep ratio), as the released log reports them, plus GOT-10k AO / SR of
@@ -59,9 +60,10 @@ class DropTrackTask(tasks.Task):
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     super().__init__(config, workdir)
-    self._steps: dict[tuple[int, ...], Callable] = {}
-    self._evals: dict[tuple[int, ...], Callable] = {}
-    self._predicts: dict[tuple[int, ...], Callable] = {}
+    # Compiled functions per CE plan (`_ce_plan`: a keep-count tuple or 'masked').
+    self._steps: dict[Any, Callable] = {}
+    self._evals: dict[Any, Callable] = {}
+    self._predicts: dict[Any, Callable] = {}
     self._reported_skips: int | None = None  # set from the (resumed) counter on the first batch
 
   # ---------------------------------------------------------------------------- setup
@@ -118,25 +120,44 @@ class DropTrackTask(tasks.Task):
   def _counts(self, ratio: float) -> tuple[int, ...]:
     return tuple(self.model.keep_counts(ratio))
 
+  def _ce_plan(self, ratio: float) -> tuple[Any, float | None, dict]:
+    """(cache key, static ratio or None for masked CE, extra batch entries) for `ratio`.
+
+    Equal counts are the same computation, whatever ratio produced them. Warm-up ratios (counts
+    neither CE-off's nor the final ratio's) share the masked step when config.ce_warmup_masked.
+    """
+    counts = self._counts(ratio)
+    fixed = {self._counts(1.0), self._counts(float(self.config.model.ce_keep_ratio))}
+    if self.config.get("ce_warmup_masked", True) and counts not in fixed:
+      extra = {step_lib.CE_COUNTS: np.asarray(counts, np.int32),
+               step_lib.CE_RATIO: np.float32(ratio)}
+      return "masked", None, extra
+    return counts, ratio, {}
+
+  def _with_ce(self, batch: dict, extra: dict) -> dict:
+    if not extra:
+      return batch
+    return {**batch, **jax.device_put(extra, self._replicated)}
+
   def compile_step(self, mesh, state_shardings, replicated) -> Callable:
     self._mesh, self._state_shardings, self._replicated = mesh, state_shardings, replicated
     self._batch_sharding = sharding.batch_sharding(mesh)
 
     def step(state, batch, step_no):
       ratio = self.keep_ratio(step_no)
-      key = self._counts(ratio)
+      key, static_ratio, extra = self._ce_plan(ratio)
       if key not in self._steps:
-        # Equal counts are the same computation, whatever ratio produced them.
         fn = step_lib.make_track_train_step(self.model, self.tx, self.lr_schedule,
-                                            self.config.loss, ratio,
+                                            self.config.loss, static_ratio,
                                             accum_steps=self.config.accum_steps)
         self._steps[key] = jax.jit(lambda s, b: fn(s, b, step_lib.step_rng(s)),
                                    donate_argnums=(0,),
                                    out_shardings=(state_shardings, replicated))
         if len(self._steps) > 1:
-          logging.info("CE keep ratio %.4f (search tokens kept %s): compiling its step", ratio,
-                       list(key))
-      return self._steps[key](state, batch)
+          what = ("the CE warm-up (masked, every ratio)" if key == "masked"
+                  else f"CE keep ratio {ratio:.4f} (search tokens kept {list(key)})")
+          logging.info("compiling the step for %s", what)
+      return self._steps[key](state, self._with_ce(batch, extra))
 
     return step
 
@@ -167,19 +188,16 @@ class DropTrackTask(tasks.Task):
 
   # ----------------------------------------------------------------------- figures / eval
 
-  def _predict(self, ratio: float) -> Callable:
-    key = self._counts(ratio)
-    if key not in self._predicts:
-      fn = step_lib.make_track_predict(self.model, ratio)
-      self._predicts[key] = jax.jit(fn, out_shardings=self._replicated)
-    return self._predicts[key]
-
   def figure(self, state: Any, batch: dict, step_no: int, is_main: bool) -> None:
     """Template, search crop with the GT and predicted boxes, and the score map (first pair)."""
     from dropmae_jax.train import tracking_figures
-    ratio = self.keep_ratio(step_no)
+    key, static_ratio, extra = self._ce_plan(self.keep_ratio(step_no))
+    if key not in self._predicts:
+      self._predicts[key] = jax.jit(step_lib.make_track_predict(self.model, static_ratio),
+                                    out_shardings=self._replicated)
     keys = ("template", "search", "template_brightness", "search_brightness")
-    out = self._predict(ratio)(state.params, state.batch_stats, {k: batch[k] for k in keys})
+    out = self._predicts[key](state.params, state.batch_stats,
+                              self._with_ce({k: batch[k] for k in keys}, extra))
     out = jax.device_get({k: out[k] for k in ("pred_boxes", "score_map")})
     first = tasks.host_tree({k: batch[k] for k in ("template", "search", "search_box")})
     if not is_main:
@@ -213,9 +231,9 @@ class DropTrackTask(tasks.Task):
     n_batches = int(c.data.val_samples) // int(c.batch_size)
     if n_batches <= 0:
       return {}
-    key = self._counts(ratio)
+    key, static_ratio, extra = self._ce_plan(ratio)
     if key not in self._evals:
-      self._evals[key] = jax.jit(step_lib.make_track_eval_step(self.model, c.loss, ratio),
+      self._evals[key] = jax.jit(step_lib.make_track_eval_step(self.model, c.loss, static_ratio),
                                  out_shardings=self._replicated)
     eval_step = self._evals[key]
     # A fresh iterator per evaluation, seeded by the epoch: the numbers do not depend on when
@@ -233,7 +251,8 @@ class DropTrackTask(tasks.Task):
         if local is None:  # the val stream is finite (val_samples items)
           break
         count += 1
-        batch = sharding.global_batch({k: local[k] for k in keys}, self._batch_sharding)
+        batch = self._with_ce(
+            sharding.global_batch({k: local[k] for k in keys}, self._batch_sharding), extra)
         metrics = jax.device_get(eval_step(state.params, state.batch_stats, batch))
         for k, v in metrics.items():
           sums[k] = sums.get(k, 0.0) + float(v)
