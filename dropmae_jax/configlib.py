@@ -152,6 +152,7 @@ def droptrack_defaults() -> ml_collections.ConfigDict:
   c.steps_per_epoch = -1              # < 0: data.samples_per_epoch // batch_size (released 60000 // 128 = 468)
   c.total_steps = -1                  # < 0: epochs * steps_per_epoch
   c.loss = ml_collections.ConfigDict()
+  c.ce_warmup_masked = True           # warm-up epochs mask eliminated tokens (one compile for all ratios, no CE saving there); False: one compile per ratio
   c.loss.focal_weight = 1.0           # focal (location) loss weight (hard-coded 1.0 in the released actor)
   c.loss.giou_weight = 2.0            # TRAIN.GIOU_WEIGHT
   c.loss.l1_weight = 5.0              # TRAIN.L1_WEIGHT
