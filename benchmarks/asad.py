@@ -17,56 +17,18 @@ import argparse
 import math
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import time_step  # noqa: E402  (the sibling benchmark's step timer)
+sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)),
+                os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+from _common import layer_timings, mask_disagreement, time_step  # noqa: E402
 
 from dropmae_jax import configlib  # noqa: E402
-from dropmae_jax.ops import asad  # noqa: E402
 
 RELEASED_MASK_MS_PER_LAYER = 29.7        # DESIGN §2, H100, batch 64: the mask alone
 RELEASED_STEP = {"twinmae": 718, "dropmae": 202}   # pairs/s, H100, batch 64, eager fp16
-
-
-def time_fn(fn, *args, iters: int) -> float:
-  out = fn(*args)
-  jax.block_until_ready(out)
-  start = time.perf_counter()
-  for _ in range(iters):
-    out = fn(*args)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / iters
-
-
-def layer_timings(impl: str, q, k, v, ratio: float, iters: int):
-  seed = jnp.uint32(1)
-  if impl == "plain":
-    attention = lambda q, k, v: asad.plain_attention(q, k, v)
-  else:
-    attention = lambda q, k, v: asad.asad_attention(q, k, v, seed=seed, drop_ratio=ratio,
-                                                    impl=impl)
-  forward = jax.jit(attention)
-  loss = lambda q, k, v: jnp.sum(attention(q, k, v).astype(jnp.float32))
-  forward_backward = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
-  return time_fn(forward, q, k, v, iters=iters), time_fn(forward_backward, q, k, v, iters=iters)
-
-
-def mask_disagreement(kernel: str, q, k, ratio: float) -> tuple[int, int]:
-  """(cells dropped differently, cells dropped) between the kernel and the reference."""
-  from dropmae_jax.ops import asad_pallas
-  plan = asad_pallas.make_plan(q.shape, drop_ratio=ratio, temporal="max",
-                               backend=kernel.removeprefix("pallas_"),
-                               interpret=jax.default_backend() == "cpu")
-  seed = jnp.uint32(1)
-  keys, tau, cutoff = jax.jit(lambda q, k: asad_pallas.drop_selection(q, k, seed, plan))(q, k)
-  mask = asad_pallas.dense_mask(keys, tau, cutoff, plan)
-  scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-  ref = asad.drop_mask_reference(scores, seed, drop_ratio=ratio, scale=plan.scale)
-  return int(jnp.sum(mask != ref)), int(jnp.sum(ref))
 
 
 def step_pairs_per_sec(args, ratio: float, impl: str) -> float:

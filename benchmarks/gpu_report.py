@@ -1,0 +1,587 @@
+"""The GPU report: one command that measures what the README's performance table needs.
+
+  python benchmarks/gpu_report.py                  # a GPU (H100 / H200): at most ~5 minutes
+  python benchmarks/gpu_report.py --cpu_smoke      # tiny shapes, any backend (CPU: interpret mode)
+
+Prints, section by section:
+  1. the device, jax / jaxlib / cuDNN versions, compute capability and what `auto` picks
+     (ops/dispatch.py's table);
+  2. the ASAD kernels against the jnp reference on this device: drop-mask disagreement, output and
+     q/k/v gradient errors (ViT-B decoder layer: B 64, L 392, 16 heads, dim 32, bf16, P 0.1);
+  3. per-layer times: plain attention through XLA and through cuDNN, the ASAD reference, the ASAD
+     kernels, and each kernel alone (keys, select, forward, backward);
+  4. the train step (ViT-B/16, 2 × 224², bf16) of TwinMAE, DropMAE with the reference and DropMAE
+     with the kernels at batch 64 / 128 / 256: ms/step, pairs/s and peak device memory, OOM rows
+     retried with model.remat=True;
+and a last line for scripts:
+  RESULT dropmae_pairs_per_sec=.. twinmae_pairs_per_sec=.. asad_layer_fwdbwd_ms=.. peak_gib=..
+(the best batch that fits for each system; peak_gib is that DropMAE row's peak; nan = not measured).
+
+Each section runs in its own Python process (`--one=SECTION`) with a time limit, so a crash, a
+hang or an out-of-memory in one prints `FAILED: <reason>` and the report goes on; the limits add
+up to --budget_s (default 285 s), and a section that finishes early leaves its time to the train
+table. This process never imports JAX, so it holds no GPU memory. Peak memory per row: 'compiled'
+is XLA's buffer assignment for the step (arguments + outputs + temporaries − donated aliases:
+deterministic, known before running); 'measured' is the device's peak_bytes_in_use, which JAX
+cannot reset: within one process it is shown only for rows that raised it (it then is that
+row's peak), '≤ x' otherwise; --isolate_rows runs each row in a fresh process to measure every
+row (about 5 s more a row). Children run with XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 unless it is set.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+JSON_PREFIX = "@@JSON "
+SECTIONS = ("env", "check", "kernels", "train")
+TITLES = {
+    "env": "1. device, versions, what auto picks",
+    "check": "2. ASAD kernels vs the jnp reference on this device",
+    "kernels": "3. attention per decoder layer: plain (XLA, cuDNN), ASAD reference, ASAD kernels",
+    "train": "4. train step",
+}
+# Seconds each section may take at most (the train table gets whatever is left of --budget_s).
+SECTION_CAPS = {"env": 60, "check": 75, "kernels": 90}
+SYSTEMS = ("twinmae", "dropmae_kernels", "dropmae_reference")
+# Released PyTorch code, same H200 and day as shared/measurements/2026-11-27-h200.md (batch 64).
+RELEASED = {"twinmae": (880, 15.8), "dropmae": (223, 19.1)}   # pairs/s, peak GiB
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+  """What the report measures. GPU: the paper's ViT-B setting; smoke: tiny, for a CPU."""
+  layer: tuple[int, int, int, int]    # (B, L, H, D) of one decoder attention layer
+  layer_dtype: str
+  drop_ratio: float
+  variant: str
+  img_size: int
+  decoder: tuple[int, int, int]       # width, depth, heads
+  step_dtype: str
+  batches: tuple[int, ...]
+  layer_iters: int
+  step_iters: int
+  budget_s: float
+
+
+FULL = Shapes((64, 392, 16, 32), "bfloat16", 0.1, "B/16", 224, (512, 8, 16), "bfloat16",
+              (64, 128, 256), 20, 10, 285.0)
+SMOKE = Shapes((2, 32, 2, 16), "bfloat16", 0.1, "micro/16", 64, (32, 1, 2), "float32",
+               (2, 4), 1, 1, 240.0)
+
+
+# =========================================================================== orchestration
+# (this process: no JAX)
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  if args.one:
+    return run_section(args)
+  shapes = shapes_from_args(args)
+  start = time.time()
+  deadline = start + shapes.budget_s
+  print(f"dropmae_jax GPU report ({'smoke: tiny shapes' if args.smoke else 'full'}; "
+        f"budget {shapes.budget_s:.0f} s)", flush=True)
+  results: dict[str, list[dict]] = {}
+  for section in SECTIONS:
+    print(f"\n== {TITLES[section]}", flush=True)
+    section_start = time.time()
+    remaining = deadline - time.time()
+    cap = remaining if section == "train" else min(SECTION_CAPS[section], remaining)
+    if cap < 5:
+      print("FAILED: no time left in --budget_s", flush=True)
+      continue
+    if section == "train" and args.isolate_rows:
+      results[section] = isolated_train_rows(args, shapes, deadline)
+    else:
+      results[section] = run_child(args, section, cap, deadline=time.time() + cap)
+    if section == "train":
+      print_train_table(results[section], shapes)
+    print(f"[{section}: {time.time() - section_start:.0f} s]", flush=True)
+  print(f"\nreport took {time.time() - start:.0f} s", flush=True)
+  print(result_line(results), flush=True)
+  return 0
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--cpu_smoke", "--quick", "--smoke", dest="smoke", action="store_true",
+                      help="tiny shapes that run anywhere, a CPU included (kernels interpreted)")
+  parser.add_argument("--budget_s", type=float, default=None,
+                      help="time limit of the whole report (default 285; smoke 240)")
+  parser.add_argument("--batches", default=None, help="train-table batches (default 64,128,256)")
+  parser.add_argument("--memory_limit_gib", type=float, default=None,
+                      help="a row whose compiled step needs more is OOM without running "
+                           "(default: the device's bytes_limit)")
+  parser.add_argument("--isolate_rows", action="store_true",
+                      help="each train row in a fresh process: measured peak for every row")
+  parser.add_argument("--compilation_cache", default="",
+                      help="JAX persistent compilation cache folder: a rerun on the same machine "
+                           "skips the compilations of the first run (most of the report's time)")
+  parser.add_argument("--verbose", action="store_true", help="pass the sections' stderr through")
+  parser.add_argument("--one", choices=SECTIONS, default=None, help=argparse.SUPPRESS)
+  parser.add_argument("--rows", default="", help=argparse.SUPPRESS)       # system:batch:remat,...
+  parser.add_argument("--no_remat_fallback", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
+  return parser.parse_args(argv)
+
+
+def shapes_from_args(args) -> Shapes:
+  shapes = SMOKE if args.smoke else FULL
+  if args.budget_s is not None:
+    shapes = dataclasses.replace(shapes, budget_s=args.budget_s)
+  if args.batches:
+    shapes = dataclasses.replace(shapes, batches=tuple(int(b) for b in args.batches.split(",")))
+  return shapes
+
+
+def child_command(args, section: str, deadline: float, rows: str = "",
+                  remat_fallback: bool = True) -> list[str]:
+  cmd = [sys.executable, os.path.abspath(__file__), f"--one={section}", f"--deadline={deadline}"]
+  if args.smoke:
+    cmd.append("--cpu_smoke")
+  if args.batches:
+    cmd.append(f"--batches={args.batches}")
+  if args.memory_limit_gib is not None:
+    cmd.append(f"--memory_limit_gib={args.memory_limit_gib}")
+  if args.compilation_cache:
+    cmd.append(f"--compilation_cache={args.compilation_cache}")
+  if rows:
+    cmd.append(f"--rows={rows}")
+  if not remat_fallback:
+    cmd.append("--no_remat_fallback")
+  return cmd
+
+
+def run_child(args, section: str, timeout: float, deadline: float, rows: str = "",
+              remat_fallback: bool = True, echo: bool = True) -> list[dict]:
+  """Runs one section in a fresh process, echoing its output as it comes; returns its JSON
+  records. A timeout, a crash or a non-zero exit prints FAILED with the reason."""
+  env = dict(os.environ)
+  env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
+  env["PYTHONUNBUFFERED"] = "1"
+  records: list[dict] = []
+  with tempfile.TemporaryFile("w+") as err:
+    proc = subprocess.Popen(child_command(args, section, deadline, rows, remat_fallback),
+                            stdout=subprocess.PIPE, stderr=None if args.verbose else err,
+                            text=True, env=env, cwd=ROOT, start_new_session=True)
+
+    def read():
+      for line in proc.stdout:
+        if line.startswith(JSON_PREFIX):
+          records.append(json.loads(line[len(JSON_PREFIX):]))
+        elif echo:
+          print(line, end="", flush=True)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+      proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      os.killpg(proc.pid, signal.SIGKILL)   # the child's own session: only what we started
+      proc.wait()
+      reader.join(5)
+      print(f"FAILED: section '{section}' passed its {timeout:.0f} s limit and was stopped",
+            flush=True)
+      return records
+    reader.join(5)
+    if proc.returncode != 0:
+      err.seek(0)
+      tail = [l.strip() for l in err.read().splitlines() if l.strip()][-3:]
+      reason = " | ".join(tail) or "no message"
+      print(f"FAILED: section '{section}' exited with status {proc.returncode}: {reason}",
+            flush=True)
+  return records
+
+
+def isolated_train_rows(args, shapes: Shapes, deadline: float) -> list[dict]:
+  """The train table with one fresh process per row (exact measured peak for each row)."""
+  meta: list[dict] = []
+
+  def run_row(system: str, batch: int, remat: bool) -> dict:
+    remaining = deadline - time.time()
+    if remaining < 10:
+      return row_record(system, batch, remat, status="SKIPPED", note="time budget")
+    records = run_child(args, "train", remaining, deadline, rows=f"{system}:{batch}:{int(remat)}",
+                        remat_fallback=False, echo=True)
+    meta[:] = meta or [r for r in records if r.get("kind") == "train_meta"][:1]
+    rows = [r for r in records if r.get("kind") == "row"]
+    return rows[0] if rows else row_record(system, batch, remat, status="FAILED",
+                                          note="no result (see above)")
+
+  rows = run_table(plan_rows(shapes.batches), run_row, remat_fallback=True)
+  return meta + rows
+
+
+def plan_rows(batches) -> list[tuple[str, int]]:
+  """Row order: TwinMAE and the kernels at each batch first (what the table is for), the
+  reference (the old default, slow and large) last, so a short budget loses the least."""
+  rows = [(s, b) for b in batches for s in ("twinmae", "dropmae_kernels")]
+  return rows + [("dropmae_reference", b) for b in batches]
+
+
+def run_table(rows, run_row: Callable[[str, int, bool], dict], remat_fallback: bool) -> list[dict]:
+  """Runs (system, batch) rows in order; a row that is OOM is followed by its remat=True row."""
+  results = []
+  for system, batch in rows:
+    result = run_row(system, batch, False)
+    results.append(result)
+    if remat_fallback and result["status"] == "OOM":
+      results.append(run_row(system, batch, True))
+  return results
+
+
+def row_record(system: str, batch: int, remat: bool, *, status: str = "ok", seconds=None,
+               compiled_bytes=None, measured_bytes=None, measured_upper_bytes=None,
+               note: str = "") -> dict:
+  return {"kind": "row", "system": system, "batch": batch, "remat": remat, "status": status,
+          "seconds": seconds, "compiled_bytes": compiled_bytes, "measured_bytes": measured_bytes,
+          "measured_upper_bytes": measured_upper_bytes, "note": note}
+
+
+def _gib(b) -> str:
+  return "—" if b is None else f"{b / (1 << 30):.3g}"
+
+
+def print_train_table(records: list[dict], shapes: Shapes) -> None:
+  rows = [r for r in records if r.get("kind") == "row"]
+  meta = next((r for r in records if r.get("kind") == "train_meta"), {})
+  print(f"\ntrain step, {shapes.variant} @ {shapes.img_size}px, two frames, {shapes.step_dtype}, "
+        f"P {shapes.drop_ratio}; {meta.get('device', '?')}; memory limit "
+        f"{_gib(meta.get('limit_bytes'))} GiB")
+  print(f"{'batch':>6}  {'system':<30}{'ms/step':>9}{'pairs/s':>9}{'vs TwinMAE':>11}"
+        f"{'compiled GiB':>13}{'measured GiB':>13}  note")
+  order = {s: i for i, s in enumerate(SYSTEMS)}
+  twin = {r["batch"]: r["seconds"] for r in rows
+          if r["system"] == "twinmae" and r["status"] == "ok" and not r["remat"]}
+  labels = {"twinmae": "TwinMAE (P = 0)", "dropmae_reference": "DropMAE, reference",
+            "dropmae_kernels": f"DropMAE, {meta.get('kernel', 'kernels')}"}
+  for r in sorted(rows, key=lambda r: (r["batch"], order.get(r["system"], 9), r["remat"])):
+    label = labels.get(r["system"], r["system"]) + (" + remat" if r["remat"] else "")
+    if r["status"] == "ok":
+      sec = r["seconds"]
+      ratio = f"{sec / twin[r['batch']]:.2f}x" if r["batch"] in twin else "—"
+      measured = (_gib(r["measured_bytes"]) if r["measured_bytes"] is not None else
+                  f"≤{_gib(r['measured_upper_bytes'])}" if r["measured_upper_bytes"] else "—")
+      print(f"{r['batch']:>6}  {label:<30}{1e3 * sec:>9.1f}{r['batch'] / sec:>9.1f}{ratio:>11}"
+            f"{_gib(r['compiled_bytes']):>13}{measured:>13}  {r['note']}")
+    else:
+      print(f"{r['batch']:>6}  {label:<30}{'':>9}{'':>9}{'':>11}{_gib(r['compiled_bytes']):>13}"
+            f"{'':>13}  {r['status']}{': ' + r['note'] if r['note'] else ''}")
+  missing = [(s, b) for s, b in plan_rows(shapes.batches)
+             if not any(r["system"] == s and r["batch"] == b for r in rows)]
+  for s, b in missing:
+    print(f"{b:>6}  {labels.get(s, s):<30}  not run (section stopped before this row)")
+  print(f"released PyTorch code, H200, batch 64, fp16: TwinMAE {RELEASED['twinmae'][0]} pairs/s, "
+        f"{RELEASED['twinmae'][1]} GiB; DropMAE {RELEASED['dropmae'][0]} pairs/s, "
+        f"{RELEASED['dropmae'][1]} GiB peak")
+
+
+def best_row(records: list[dict], system: str) -> dict | None:
+  """The fastest row of `system` that ran (any batch, remat or not)."""
+  rows = [r for r in records if r.get("kind") == "row" and r["system"] == system
+          and r["status"] == "ok"]
+  return max(rows, key=lambda r: r["batch"] / r["seconds"], default=None)
+
+
+def result_line(results: dict[str, list[dict]]) -> str:
+  train = results.get("train", [])
+  drop, twin = best_row(train, "dropmae_kernels"), best_row(train, "twinmae")
+  layer = next((r for r in results.get("kernels", []) if r.get("kind") == "layer"
+                and r.get("impl") == "kernels"), None)
+  nan = float("nan")
+  pps = lambda r: r["batch"] / r["seconds"] if r else nan
+  peak = nan
+  if drop:
+    peak_bytes = drop["measured_bytes"] or drop["compiled_bytes"]
+    peak = peak_bytes / (1 << 30) if peak_bytes else nan
+  fwdbwd = 1e3 * layer["fwdbwd"] if layer and layer.get("fwdbwd") is not None else nan
+  return (f"RESULT dropmae_pairs_per_sec={pps(drop):.1f} twinmae_pairs_per_sec={pps(twin):.1f} "
+          f"asad_layer_fwdbwd_ms={fwdbwd:.3f} peak_gib={peak:.2f} "
+          f"dropmae_batch={drop['batch'] if drop else 0}")
+
+
+# =========================================================================== sections
+# (child processes: these import JAX)
+
+
+def emit(record: dict) -> None:
+  print(JSON_PREFIX + json.dumps(record), flush=True)
+
+
+def failed(what: str, error: BaseException) -> None:
+  first = str(error).strip().splitlines()
+  print(f"FAILED: {what}: {type(error).__name__}: {first[0][:300] if first else ''}", flush=True)
+
+
+def run_section(args) -> int:
+  sys.path[:0] = [HERE, ROOT]
+  if args.compilation_cache:
+    import jax
+    jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
+  if args.smoke:
+    import jax
+    # Smoke numbers mean nothing; a CPU spends most of the smoke run compiling.
+    try:
+      jax.config.update("jax_disable_most_optimizations", True)
+    except (AttributeError, KeyError, ValueError):   # an option a later JAX may drop
+      pass
+  shapes = shapes_from_args(args)
+  deadline = args.deadline or time.time() + shapes.budget_s
+  {"env": section_env, "check": section_check, "kernels": section_kernels,
+   "train": section_train}[args.one](args, shapes, deadline)
+  return 0
+
+
+def _cudnn_versions() -> str:
+  """cuDNN and CUDA runtime versions as the CUDA plugin reports them (no public JAX API; the
+  module jax itself reads, present in jax 0.10 and 0.11)."""
+  import importlib
+  module = None
+  for name in ("jax_cuda13_plugin._versions", "jax_cuda12_plugin._versions",
+               "jaxlib.cuda._versions"):
+    try:
+      module = importlib.import_module(name)
+      break
+    except ImportError:
+      continue
+  if module is None:
+    return "cuDNN: none (no CUDA plugin)"
+  cudnn = lambda v: f"{v // 10000}.{v % 10000 // 100}.{v % 100}"   # 91002 -> 9.10.2
+  cuda = lambda v: f"{v // 1000}.{v % 1000 // 10}"                  # 13000 -> 13.0
+  parts = []
+  for label, getter, fmt in (("cuDNN", "cudnn_get_version", cudnn),
+                             ("built against cuDNN", "cudnn_build_version", cudnn),
+                             ("CUDA runtime", "cuda_runtime_get_version", cuda)):
+    try:
+      parts.append(f"{label} {fmt(int(getattr(module, getter)()))}")
+    except Exception as e:  # noqa: BLE001 - a version we cannot read is reported, not fatal
+      parts.append(f"{label} ? ({type(e).__name__})")
+  return ", ".join(parts)
+
+
+def section_env(args, shapes: Shapes, deadline: float) -> None:
+  import platform
+
+  import jax
+  import jax.extend
+  import jaxlib
+  import _common
+  from dropmae_jax.ops import dispatch
+  from dropmae_jax.models import vit
+
+  device = jax.devices()[0]
+  info = dispatch.describe(device)
+  cc = ".".join(map(str, info.compute_capability)) if info.compute_capability else "—"
+  stats = _common.memory_stats()
+  limit = stats.get("bytes_limit")
+  print(f"device    {device.device_kind} (platform {device.platform}, {jax.device_count()} "
+        f"device(s)), compute capability {cc}")
+  print(f"memory    limit {_gib(limit)} GiB for JAX (XLA_PYTHON_CLIENT_MEM_FRACTION="
+        f"{os.environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION', 'default')})")
+  try:
+    backend_version = jax.extend.backend.get_backend().platform_version
+  except Exception as e:  # noqa: BLE001
+    backend_version = f"? ({type(e).__name__})"
+  versions = (f"python {platform.python_version()}, jax {jax.__version__}, jaxlib "
+              f"{jaxlib.__version__}, backend '{backend_version.strip()}'")
+  print(f"versions  {versions}")
+  cudnn = _cudnn_versions()
+  print(f"          {cudnn}")
+  picked = dispatch.asad_impl_for(info)
+  print(f"auto      asad.impl=auto -> {picked}  (ops/dispatch.py MEASURED_ASAD_KERNELS:")
+  for platform_name, min_cc, kernel, evidence in dispatch.MEASURED_ASAD_KERNELS:
+    rule = f"{platform_name}" + (f" cc >= {min_cc[0]}.{min_cc[1]}" if min_cc else "")
+    print(f"            {rule} -> {kernel}: {evidence}")
+  print("            anything else -> reference)")
+  width, depth, heads = shapes.decoder
+  encoder_size, _ = vit.decode_variant(shapes.variant)
+  choices = []
+  for name, head_dim in (("encoder", encoder_size.width // encoder_size.heads),
+                         ("decoder", width // heads)):
+    for dtype in ("bfloat16", "float32"):
+      impl = dispatch.attention_implementation(dtype, head_dim, info) or "xla"
+      choices.append(f"{name} d{head_dim} {dtype} -> {impl}")
+  print(f"plain attention  {'; '.join(choices)}")
+  emit({"kind": "env", "device": device.device_kind, "platform": device.platform,
+        "compute_capability": cc, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+        "cudnn": cudnn, "auto_asad": picked, "limit_bytes": limit})
+
+
+def _layer_setup(shapes: Shapes):
+  import jax.numpy as jnp
+  import _common
+  kernel = _common.default_kernel()
+  q, k, v = _common.layer_inputs(shapes.layer, jnp.dtype(shapes.layer_dtype))
+  return _common, kernel, q, k, v
+
+
+def section_check(args, shapes: Shapes, deadline: float) -> None:
+  _common, kernel, q, k, v = _layer_setup(shapes)
+  b, l, h, d = shapes.layer
+  plan = _common.kernel_plan(kernel, shapes.layer, shapes.drop_ratio)
+  print(f"{kernel} vs reference: B {b}, L {l}, {h} heads, dim {d}, {shapes.layer_dtype}, "
+        f"P {shapes.drop_ratio}, seed 1; n_pad {plan.padded}, K {plan.num_drop} per (b, h)"
+        + (" (interpret mode)" if plan.interpret else ""))
+  record = {"kind": "check"}
+  try:
+    mask = _common.kernel_mask(kernel, q, k, shapes.drop_ratio)
+  except Exception as e:  # noqa: BLE001
+    failed("the kernels' drop selection (kernels 1-2)", e)
+    emit(record)
+    return
+  try:
+    flipped, dropped = _common.mask_disagreement(kernel, q, k, shapes.drop_ratio, mask)
+    print(f"drop masks: {flipped} of {dropped} dropped cells differ "
+          f"({flipped / max(dropped, 1):.2e})"
+          " — logits rounded by different matmuls can flip cells at the threshold")
+    record.update(flipped=flipped, dropped=dropped)
+  except Exception as e:  # noqa: BLE001
+    failed("drop-mask comparison", e)
+  try:
+    errors = _common.kernel_errors(kernel, q, k, v, shapes.drop_ratio, mask)
+    print(f"max |error| / max |exact| against float32 attention under the kernel's own mask:")
+    print(f"  {'':<5}{'kernel':>10}{'jnp ' + shapes.layer_dtype:>16}")
+    for name, (kernel_err, ref_err) in errors.items():
+      print(f"  {name:<5}{kernel_err:>10.2e}{ref_err:>16.2e}")
+    record["errors"] = errors
+  except Exception as e:  # noqa: BLE001
+    failed("output / gradient errors", e)
+  emit(record)
+
+
+def section_kernels(args, shapes: Shapes, deadline: float) -> None:
+  _common, kernel, q, k, v = _layer_setup(shapes)
+  b, l, h, d = shapes.layer
+  iters = shapes.layer_iters
+  import jax
+  interpret = jax.default_backend() == "cpu"
+  print(f"B {b}, L {l}, {h} heads, dim {d}, {shapes.layer_dtype}, P {shapes.drop_ratio}; "
+        f"{jax.devices()[0].device_kind}" + (" — interpret mode: times mean nothing" if interpret
+                                             else ""))
+  print(f"{'attention':<44}{'fwd ms':>9}{'fwd+bwd ms':>12}")
+  labels = (("xla", "plain, XLA (implementation='xla')"),
+            ("cudnn", "plain, cuDNN (implementation='cudnn')"),
+            ("reference", "ASAD jnp reference"),
+            ("kernels", f"ASAD kernels ({kernel})"))
+  times = {}
+  for name, label in labels:
+    if time.time() > deadline - 5:
+      print(f"{label:<44}SKIPPED: time budget")
+      continue
+    try:
+      fwd, fwdbwd = _common.layer_timings(kernel if name == "kernels" else name, q, k, v,
+                                          shapes.drop_ratio, iters)
+      times[name] = (fwd, fwdbwd)
+      print(f"{label:<44}{1e3 * fwd:>9.3f}{1e3 * fwdbwd:>12.3f}", flush=True)
+      emit({"kind": "layer", "impl": name, "fwd": fwd, "fwdbwd": fwdbwd})
+    except Exception as e:  # noqa: BLE001
+      failed(label, e)
+  if "kernels" in times and "cudnn" in times:
+    (kf, kb), (cf, cb) = times["kernels"], times["cudnn"]
+    print(f"{'ASAD kernels / cuDNN plain':<44}{kf / cf:>8.1f}x{kb / cb:>11.1f}x")
+  print(f"\n{'kernel (each jitted alone)':<44}{'ms per layer':>12}")
+  if time.time() > deadline - 5:
+    print("SKIPPED: time budget")
+    return
+  try:
+    pieces = _common.kernel_piece_timings(kernel, q, k, v, shapes.drop_ratio, iters)
+    labels = {"to_padded": "to_padded q, k, v", "keys": "1 asad_keys", "select": "2 asad_select",
+              "forward": "3 asad_forward", "backward": "4 backward (dq + dk/dv)"}
+    for name, sec in pieces.items():
+      print(f"{labels[name]:<44}{1e3 * sec:>12.3f}")
+    print(f"{'sum':<44}{1e3 * sum(pieces.values()):>12.3f}")
+    emit({"kind": "pieces", **pieces})
+  except Exception as e:  # noqa: BLE001
+    failed("per-kernel times", e)
+
+
+def section_train(args, shapes: Shapes, deadline: float) -> None:
+  import jax
+  import _common
+  from dropmae_jax.ops import asad
+
+  kernel = _common.default_kernel()
+  impls = {"twinmae": (0.0, "reference"), "dropmae_reference": (shapes.drop_ratio, "reference"),
+           "dropmae_kernels": (shapes.drop_ratio, kernel)}
+  limit = (args.memory_limit_gib * (1 << 30) if args.memory_limit_gib is not None
+           else _common.memory_stats().get("bytes_limit"))
+  emit({"kind": "train_meta", "device": jax.devices()[0].device_kind, "kernel": kernel,
+        "limit_bytes": limit})
+  config = lambda system, batch, remat: _common.step_config(
+      variant=shapes.variant, img_size=shapes.img_size, dtype=shapes.step_dtype,
+      decoder=shapes.decoder, drop_ratio=impls[system][0], impl=impls[system][1], batch=batch,
+      remat=remat)
+  state = _common.initial_state(config("twinmae", shapes.batches[0], False))
+  longest = [0.0]
+
+  def run_row(system: str, batch: int, remat: bool) -> dict:
+    started = time.time()
+    if started + longest[0] > deadline - 2:
+      record = row_record(system, batch, remat, status="SKIPPED",
+                          note=f"time budget (rows take up to {longest[0]:.0f} s)")
+    else:
+      record = measure_row(_common, asad, config(system, batch, remat), state, system, batch,
+                           remat, limit, shapes.step_iters)
+      longest[0] = max(longest[0], time.time() - started)
+    note = record["note"]
+    done = (f"{1e3 * record['seconds']:.1f} ms/step" if record["status"] == "ok"
+            else record["status"])
+    print(f"  .. {system} batch {batch}{' remat' if remat else ''}: {done}"
+          f"{' (' + note + ')' if note else ''} [{time.time() - started:.0f} s]", flush=True)
+    emit(record)
+    return record
+
+  if args.rows:
+    rows = [(s, int(b)) for s, b, _ in (r.split(":") for r in args.rows.split(","))]
+    remats = [bool(int(r.split(":")[2])) for r in args.rows.split(",")]
+    if len(rows) == 1:   # --isolate_rows: one row, remat chosen by the parent
+      run_row(rows[0][0], rows[0][1], remats[0])
+      return
+  else:
+    rows = plan_rows(shapes.batches)
+  run_table(rows, run_row, remat_fallback=not args.no_remat_fallback)
+
+
+def measure_row(_common, asad, config, state, system, batch, remat, limit, iters) -> dict:
+  """One train-table row: compile, check the compiled memory against the limit, run."""
+  import gc
+  peak_before = _common.memory_stats().get("peak_bytes_in_use")
+  compiled_bytes = None
+  try:
+    compiled, example = _common.compile_step(config, batch)
+    compiled_bytes = _common.compiled_bytes(compiled)
+    if limit is not None and compiled_bytes is not None and compiled_bytes > limit:
+      return row_record(system, batch, remat, status="OOM", compiled_bytes=compiled_bytes,
+                        note=f"compiled step needs {_gib(compiled_bytes)} GiB > "
+                             f"{_gib(limit)} GiB limit; not run")
+    seconds = _common.run_step(compiled, state, example, iters)
+  except Exception as e:  # noqa: BLE001
+    status = "OOM" if _common.is_out_of_memory(e) else "FAILED"
+    first = str(e).strip().splitlines()
+    return row_record(system, batch, remat, status=status, compiled_bytes=compiled_bytes,
+                      note=f"{type(e).__name__}: {first[0][:200] if first else ''}")
+  finally:
+    gc.collect()
+  peak_after = _common.memory_stats().get("peak_bytes_in_use")
+  grew = peak_after is not None and (peak_before is None or peak_after > peak_before)
+  note = f"asad.impl={asad.resolve_impl(config.asad.impl)}" if system != "twinmae" else ""
+  return row_record(system, batch, remat, seconds=seconds, compiled_bytes=compiled_bytes,
+                    measured_bytes=peak_after if grew else None,
+                    measured_upper_bytes=None if grew else peak_after, note=note)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
