@@ -30,6 +30,10 @@ setup(
     extras_require={
         # PyTorch interop (python -m dropmae_jax.convert): read/write .pth and safetensors.
         "torch": ["torch>=2.1", "safetensors>=0.4"],
+        # data.format='tfds' and the TFDS builder (dropmae_jax/data/tfds_kinetics.py); no
+        # TensorFlow. importlib_resources: tensorflow-datasets 4.9.10 imports it while building
+        # but declares it only for Python < 3.9.
+        "tfds": ["tensorflow-datasets>=4.9", "array_record", "importlib_resources"],
         # Parity tests rebuild the released model from timm blocks. These pins are the builds a
         # Python 3.11 x86-64 machine installs from local disk (timm needs torchvision).
         # pytest-timeout: a hung test fails with every thread's stack instead of eating CI's time;
@@ -38,6 +42,7 @@ setup(
         "test": ["pytest>=8", "pytest-timeout>=2.3", "portpicker>=1.5", "torch==2.14.1",
                  "torchvision==0.29.1", "timm>=1.0", "safetensors>=0.4",
                  "opencv-python-headless>=4.8", "nbclient>=0.10", "nbformat>=5.10",
-                 "ipykernel>=6.29"],
+                 "ipykernel>=6.29", "tensorflow-datasets>=4.9", "array_record",
+                 "importlib_resources"],
     },
 )

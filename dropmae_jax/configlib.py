@@ -37,9 +37,11 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
 
   # --- data (released K700 recipe) ---
   c.data = ml_collections.ConfigDict()
-  c.data.format = "video"             # 'video': decode files with PyAV on the fly | 'frames': a frame store (build_frame_store)
+  c.data.format = "video"             # 'video': decode files with PyAV on the fly | 'frames': a frame store (build_frame_store) | 'tfds': a TFDS dataset (tfds_kinetics)
   c.data.root = ""                    # Kinetics-layout folder: ROOT/class_name/*.mp4
   c.data.list_file = ""               # optional text file of video paths (relative to root), one per line
+  c.data.tfds_name = "kinetics_frames"  # format 'tfds': dataset name[:version] built by dropmae_jax/data/tfds_kinetics.py; its 'train' split
+  c.data.tfds_data_dir = ""           # format 'tfds': the TFDS data_dir holding it ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)
   c.data.max_gap = 50                 # 'gap': frame e ~ U{s+1 .. min(T, s+gap)-1}
   c.data.crop_scale = (0.2, 1.0)      # RandomResizedCrop scale
   c.data.crop_ratio = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop aspect ratio

@@ -35,32 +35,69 @@ def _write_atomic_json(path: str, payload) -> None:
   _write_atomic(path, lambda f: json.dump(payload, f, indent=1))
 
 
+def write_videos(path: str, videos: list[str], src: str, short_side: int, quality: int,
+                 to_records=None) -> tuple[list[dict], list[dict], int]:
+  """Encodes `videos` (frame_store.encode_video) into one ArrayRecord file at PATH, atomically.
+
+  Shared by the frame store and the TFDS builder (tfds_kinetics), so both hold the same frames.
+  to_records(k, meta, frames) -> the records for the k-th of `videos` (default: the JPEGs).
+  Returns (metadata of each stored video, {'path', 'error'} of each skipped one, records).
+  """
+  from array_record.python.array_record_module import ArrayRecordWriter
+  tmp = path + ".tmp"
+  # JPEGs do not compress: skip the default (brotli) codec, which made reads ~20x slower.
+  writer = ArrayRecordWriter(tmp, "group_size:1,uncompressed")
+  written, skipped, records = [], [], 0
+  for k, video_path in enumerate(videos):
+    try:
+      meta, frames = frame_store.encode_video(video_path, src, short_side, quality)
+    except video.VideoDecodeError as e:
+      skipped.append({"path": os.path.relpath(video_path, src), "error": str(e)})
+      continue
+    for record in (frames if to_records is None else to_records(k, meta, frames)):
+      writer.write(record)
+      records += 1
+    written.append(meta)
+  writer.close()
+  os.replace(tmp, path)
+  return written, skipped, records
+
+
 def write_shard(job: tuple) -> dict:
   """Encode one shard's videos into OUT/shard-XXXXX.array_record (+ its .json manifest)."""
   shard, paths, src, out, short_side, quality = job
-  from array_record.python.array_record_module import ArrayRecordWriter
   name = frame_store.shard_name(shard)
   final = os.path.join(out, name + ".array_record")
-  tmp = final + ".tmp"
-  # JPEGs do not compress: skip the default (brotli) codec, which made reads ~20x slower.
-  writer = ArrayRecordWriter(tmp, "group_size:1,uncompressed")
-  written, skipped = [], []
-  for path in paths:
-    try:
-      meta, frames = frame_store.encode_video(path, src, short_side, quality)
-    except video.VideoDecodeError as e:
-      skipped.append({"path": os.path.relpath(path, src), "error": str(e)})
-      continue
-    for jpeg in frames:
-      writer.write(jpeg)
-    written.append(meta)
-  writer.close()
-  os.replace(tmp, final)
-  frames = sum(v["num_frames"] for v in written)
+  written, skipped, frames = write_videos(final, paths, src, short_side, quality)
   manifest = {"shard": shard, "file": os.path.basename(final), "records": frames,
               "videos": written, "skipped": skipped, "bytes": os.path.getsize(final)}
   _write_atomic_json(os.path.join(out, name + ".json"), manifest)  # written last: shard is done
   return manifest
+
+
+def run_jobs(fn, jobs: list, *, total: int, workers: int | None, desc: str,
+             progress: bool = True) -> None:
+  """fn(job) for every job on `workers` processes (default: all cores), with a progress bar.
+
+  `total` counts the finished jobs too (the bar starts at total - len(jobs)). fn must be a
+  module-level function of an importable module (it is pickled by name into the workers).
+  """
+  workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+  bar = tqdm.tqdm(total=total, initial=total - len(jobs), unit="shard", disable=not progress,
+                  desc=desc)
+  if workers == 1:
+    for job in jobs:
+      fn(job)
+      bar.update()
+  else:
+    # Never fork: callers (tests, notebooks, training) may already run JAX / grain threads, and a
+    # forked child can inherit a lock held mid-use and wait on it forever. forkserver forks from
+    # a fresh single-threaded server; fn is module-level, so no __main__ guard is needed.
+    context = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(context).Pool(workers) as pool:
+      for _ in pool.imap_unordered(fn, jobs):
+        bar.update()
+  bar.close()
 
 
 def build(src: str, out: str, *, short_side: int = 256, quality: int = 90,
@@ -74,22 +111,8 @@ def build(src: str, out: str, *, short_side: int = 256, quality: int = 90,
     if not os.path.isfile(os.path.join(out, frame_store.shard_name(shard) + ".json")):
       jobs.append((shard, paths[start:start + videos_per_shard], src, out, short_side, quality))
   num_shards = -(-len(paths) // videos_per_shard)
-  workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
-  bar = tqdm.tqdm(total=num_shards, initial=num_shards - len(jobs), unit="shard",
-                  disable=not progress, desc="frame store")
-  if workers == 1:
-    for job in jobs:
-      write_shard(job)
-      bar.update()
-  else:
-    # Never fork: callers (tests, notebooks, training) may already run JAX / grain threads, and a
-    # forked child can inherit a lock held mid-use and wait on it forever. forkserver forks from
-    # a fresh single-threaded server; write_shard is module-level, so no __main__ guard is needed.
-    context = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(context).Pool(workers) as pool:
-      for _ in pool.imap_unordered(write_shard, jobs):
-        bar.update()
-  bar.close()
+  run_jobs(write_shard, jobs, total=num_shards, workers=workers, desc="frame store",
+           progress=progress)
   manifests = []
   for shard in range(num_shards):
     with open(os.path.join(out, frame_store.shard_name(shard) + ".json")) as f:

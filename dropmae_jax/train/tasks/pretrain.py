@@ -43,7 +43,8 @@ def resolve_data_root(root: str, workdir: str) -> str:
 
 
 def open_videos(data_config: ml_collections.ConfigDict, workdir: str):
-  """The run's videos: a list of files ('video') or a FrameStore ('frames').
+  """The run's videos: a list of files ('video'), a FrameStore ('frames') or a TFDS dataset
+  ('tfds', data/tfds_reader.py).
 
   Raises:
     ConfigError: the root, list file or format does not give any video (the message names
@@ -56,7 +57,10 @@ def open_videos(data_config: ml_collections.ConfigDict, workdir: str):
                                     data_config.list_file)
     if data_config.format == "frames":
       return frame_store.FrameStore(data_config.root)
-    raise ConfigError(f"config.data.format must be 'video' or 'frames', "
+    if data_config.format == "tfds":
+      from dropmae_jax.data import tfds_reader  # imports tensorflow_datasets only when asked for
+      return tfds_reader.TfdsFrames(data_config.tfds_name, data_config.tfds_data_dir)
+    raise ConfigError(f"config.data.format must be 'video', 'frames' or 'tfds', "
                       f"got {data_config.format!r}")
 
 
