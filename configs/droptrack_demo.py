@@ -8,9 +8,11 @@
 textured object moving over them, `python -m dropmae_jax.data.make_tracking_sequences`) under
 WORKDIR/synthetic_tracking. The encoder is the pre-training demo's micro/16 ViT (width 64,
 depth 2, 4 heads, pre-trained at 112 px, so its position table is 7x7); template 64 px (4x4
-tokens) and search 128 px (8x8 tokens), one CE layer in the last block. The run ends by tracking
-the synthetic val sequences (val_ao in metrics.jsonl) and writing WORKDIR/tracker_weights.
-Everything else is the released recipe, scaled down.
+tokens) and search 128 px (8x8 tokens), one CE layer in the last block: the OSTrack-256 shapes
+(256 / 128) halved, so the crops follow the released 256 recipe (search factor 4, centre
+jitter 3, scale jitter 0.25; template factor 2). 3000 steps of 16 pairs, about 12 minutes on an
+idle 2-core CPU. The run ends by tracking the synthetic val sequences (val_ao in metrics.jsonl)
+and writing WORKDIR/tracker_weights. Everything else is the released recipe, scaled down.
 """
 from dropmae_jax import configlib
 
@@ -27,18 +29,23 @@ def get_config():
   c.data.datasets = ("got10k",)
   c.data.ratios = (1,)
   c.data.roots.got10k = "synthetic"   # WORKDIR/synthetic_tracking, generated once
+  c.data.synthetic.train = 32         # train sequences (the 4 val sequences are the same for any count)
+  c.data.search.factor = 4.0          # OSTrack-256's DATA.SEARCH.FACTOR (this is its shape, halved)
+  c.data.search.center_jitter = 3.0   # OSTrack-256's DATA.SEARCH.CENTER_JITTER
+  c.data.search.scale_jitter = 0.25   # OSTrack-256's DATA.SEARCH.SCALE_JITTER
+  c.tracker.search_factor = 4.0       # OSTrack-256's TEST.SEARCH_FACTOR
   c.data.num_workers = 2
   c.data.samples_per_epoch = 320      # 20 steps of 16 pairs count as one epoch
   c.data.val_samples = 64             # 4 validation batches
   c.batch_size = 16
   c.lr = 8e-3                         # at batch 128: lr used 8e-3 * 16 / 128 = 1e-3 (backbone 1e-4)
-  c.epochs = 30                       # 600 steps
-  c.lr_drop_epoch = 24                # 80% of training, as released
-  c.ce_start_epoch = 6                # CE from epoch 7, warm-up over 10 epochs (20% / 33%, as 20/100, 50/100... scaled)
-  c.ce_warm_epoch = 10
-  c.val_every_epochs = 10
+  c.epochs = 150                      # 3000 steps
+  c.lr_drop_epoch = 120               # 80% of training, as released
+  c.ce_start_epoch = 30               # CE from epoch 31, warm-up over 50 epochs (20% / 33% of training, as 20 / 50 of 100... scaled)
+  c.ce_warm_epoch = 50
+  c.val_every_epochs = 50
   c.val_ao_sequences = -1             # every synthetic val sequence
   c.log_every = 10
-  c.ckpt_every = 100
-  c.figure_every = 200
+  c.ckpt_every = 500
+  c.figure_every = 1000
   return c
