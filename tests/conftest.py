@@ -1,9 +1,25 @@
-"""Test-wide setup: 8 fake CPU devices for the sharding tests, absl flags parsed for grain."""
+"""Test-wide setup: 8 fake CPU devices for the sharding tests, absl flags parsed for grain, and
+one persistent compilation cache for the session."""
+import atexit
 import os
+import shutil
+import tempfile
 
 # Must happen before JAX initialises its backends.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Many tests run the same tiny model through fresh `jax.jit` objects (a new trainer run, a
+# resume, a CLI subprocess); XLA's compile of the same program is most of their time on CPU.
+# JAX's persistent cache keys executables by program, options and devices, so a hit is the
+# executable XLA would have built. Environment variables, so subprocesses share it too. Set
+# JAX_COMPILATION_CACHE_DIR yourself to keep it between sessions.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache_dir = tempfile.mkdtemp(prefix="dropmae-test-jax-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+  atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 from absl import flags  # noqa: E402
 
