@@ -76,6 +76,7 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.log_every = 50                    # steps between metrics.jsonl / TensorBoard rows
   c.ckpt_every = 1000                 # steps between checkpoints
   c.keep_ckpts = 3                    # checkpoints kept on disk
+  c.restore_step = -1                 # resume from this checkpoint step (-1 = the newest undamaged; newer ones are moved aside)
   c.figure_every = 5000               # steps between reconstruction PNGs (0 = never)
   c.max_steps = -1                    # stop after this many steps this run (testing; < 0 = run to the end)
   # --- zero-shot label propagation while pre-training (dropmae_jax/vos; DINO's protocol) ---
@@ -151,10 +152,10 @@ def droptrack_defaults() -> ml_collections.ConfigDict:
   c.grad_clip_norm = 0.1              # TRAIN.GRAD_CLIP_NORM (torch clip_grad_norm_)
   c.ce_start_epoch = 20               # TRAIN.CE_START_EPOCH: CE keep ratio 1 up to this epoch
   c.ce_warm_epoch = 50                # TRAIN.CE_WARM_EPOCH: cosine warm-up of the keep ratio to ce_keep_ratio
+  c.ce_warmup_masked = True           # warm-up epochs mask eliminated tokens (one compile for all ratios, no CE saving there); False: one compile per ratio
   c.steps_per_epoch = -1              # < 0: data.samples_per_epoch // batch_size (released 60000 // 128 = 468)
   c.total_steps = -1                  # < 0: epochs * steps_per_epoch
   c.loss = ml_collections.ConfigDict()
-  c.ce_warmup_masked = True           # warm-up epochs mask eliminated tokens (one compile for all ratios, no CE saving there); False: one compile per ratio
   c.loss.focal_weight = 1.0           # focal (location) loss weight (hard-coded 1.0 in the released actor)
   c.loss.giou_weight = 2.0            # TRAIN.GIOU_WEIGHT
   c.loss.l1_weight = 5.0              # TRAIN.L1_WEIGHT
@@ -172,6 +173,7 @@ def droptrack_defaults() -> ml_collections.ConfigDict:
   c.log_every = 50                    # steps between metrics.jsonl / TensorBoard rows (released: print_interval 50)
   c.ckpt_every = 468                  # steps between checkpoints (one epoch at the released batch)
   c.keep_ckpts = 3                    # checkpoints kept on disk
+  c.restore_step = -1                 # resume from this checkpoint step (-1 = the newest undamaged; newer ones are moved aside)
   c.figure_every = 2340               # steps between tracking figures (0 = never)
   c.max_steps = -1                    # stop after this many steps this run (testing; < 0 = run to the end)
   return c

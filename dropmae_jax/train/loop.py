@@ -122,13 +122,65 @@ class _Preemption:
     self.requested = True
 
 
-def _check_finite(metrics: dict[str, float], step: int, last_saved: int | None) -> None:
+# A non-finite loss this many steps or fewer after a restore names the checkpoint first.
+SUSPECT_STEPS_AFTER_RESTORE = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """The checkpoint this run resumed from (for the NaN message)."""
+  step: int
+  path: str
+  older_steps: tuple[int, ...]  # checkpoints older than it, still on disk
+
+
+def _check_finite(metrics: dict[str, float], step: int, last_saved: int | None,
+                  restored: Restored | None = None) -> None:
   bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
-  if bad:
+  if not bad:
+    return
+  head = (f"non-finite values at step {step}: {bad}. Training stopped; nothing from this step "
+          f"was saved (last checkpoint: step {last_saved}).")
+  lr_advice = ("Lower the learning rate (config.blr / config.lr) or set config.grad_clip_norm, "
+               "then resume.")
+  if restored is not None and 0 < step - restored.step <= SUSPECT_STEPS_AFTER_RESTORE:
+    # Right after a restore the first suspect is what was restored: values that were already
+    # bad when saved pass the fingerprint (it proves the files are as written, not sane).
+    older = (f"--config.restore_step={restored.older_steps[-1]} (older checkpoints: "
+             f"{list(restored.older_steps)})" if restored.older_steps else
+             "--config.restore_step=<an older step> (none is left in this workdir)")
     raise NonFiniteLossError(
-        f"non-finite values at step {step}: {bad}. Training stopped; nothing from this step was "
-        f"saved (last checkpoint: step {last_saved}). Lower the learning rate (config.blr / "
-        f"config.lr) or set config.grad_clip_norm, then resume.")
+        f"{head} This run resumed from checkpoint step {restored.step} ({restored.path}) "
+        f"{step - restored.step} step(s) before: suspect that checkpoint first. Resume from an "
+        f"older one with {older}; if the loss still diverges there, the cause is the "
+        f"optimisation: {lr_advice}")
+  raise NonFiniteLossError(f"{head} {lr_advice}")
+
+
+def _restore_plan(checkpointer: ckpt_lib.Checkpointer,
+                  requested: int) -> tuple[list[int], int | None]:
+  """(candidate steps to restore, newest first; the step rolled back to, or None).
+
+  requested < 0: every checkpoint, newest first (damaged ones are skipped). requested >= 0: that
+  step only, and the newer ones are set aside after it restored -- unless the newest checkpoint
+  was written by a run that already rolled back to it (a relaunch of the same command, e.g.
+  after a preemption): that run goes on.
+  Raises:
+    ConfigError: config.restore_step names no checkpoint.
+  """
+  steps = checkpointer.all_steps()
+  if requested < 0:
+    return steps[::-1], None
+  if steps and steps[-1] > requested:
+    meta = checkpointer.read_meta(steps[-1])
+    if meta and meta.get("restored_from") == requested:
+      logging.info("config.restore_step=%d was applied by an earlier run of this command; "
+                   "resuming from its newest checkpoint, step %d", requested, steps[-1])
+      return steps[::-1], None
+  if requested not in steps:
+    raise ConfigError(f"config.restore_step={requested}: there is no checkpoint for that step in "
+                      f"{checkpointer.directory} (available: {steps}; -1 = the newest)")
+  return [requested], requested
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -143,7 +195,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Raises:
     ConfigError: a config mistake found while setting up (before any step ran).
     NonFiniteLossError: a step produced NaN/inf.
-    checkpoint.CheckpointError: the workdir holds a checkpoint of another config.
+    checkpoint.CheckpointError: the workdir holds a checkpoint of another config, every
+      checkpoint in it is damaged, or a checkpoint could not be written (disk full, read-only).
   """
   run_start = time.perf_counter()
   os.makedirs(workdir, exist_ok=True)
@@ -159,8 +212,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     mesh = sharding.make_mesh(config.mesh)
 
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_ckpts)
-  latest = checkpointer.latest_step()
-  if latest is not None and latest >= plan.total_steps:
+  requested = int(config.get("restore_step", -1))
+  try:
+    candidates, rollback = _restore_plan(checkpointer, requested)
+  except BaseException:
+    checkpointer.close()
+    raise
+  latest = candidates[0] if candidates else None
+  if rollback is None and latest is not None and latest >= plan.total_steps:
     checkpointer.close()
     if is_main:
       logging.info("already finished at step %d of %d (workdir %s): nothing to do; checkpoint %s",
@@ -183,18 +242,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     checkpointer.close()
     raise
   counters = {k: 0 for k in task.counters}
+  restored: Restored | None = None
   if latest is not None:
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, state_shardings)
     try:
-      state, meta = checkpointer.restore(latest, target, data_iter)
+      # The newest checkpoint that is not damaged (those newer are moved to corrupt-<step>).
+      resumed_step, state, meta = checkpointer.restore_newest_good(target, data_iter,
+                                                                   steps=candidates)
+      if rollback is not None:
+        # Kept, not deleted, and out of the way of this run's saves of the same steps.
+        newer = [s for s in checkpointer.all_steps() if s > rollback]
+        moved = [checkpointer.quarantine(s, prefix="superseded-") for s in newer]
+        if newer:
+          logging.warning("config.restore_step=%d: the newer checkpoints %s were moved to %s",
+                          rollback, newer, ", ".join(moved))
     except BaseException:
       # Stop the worker processes before the error reaches the user (they would outlive it).
       checkpointer.close()
       task.close_iterator(data_iter)
       raise
     counters.update({k: int(v) for k, v in (meta or {}).get("counters", {}).items()})
-    logging.info("resumed from step %d", latest)
+    restored = Restored(resumed_step, checkpointer.step_directory(resumed_step),
+                        tuple(s for s in checkpointer.all_steps() if s < resumed_step))
+    logging.info("resumed from step %d", resumed_step)
   else:
     try:
       state = jax.jit(task.create_state, out_shardings=state_shardings)()
@@ -219,7 +290,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       logging.warning("%s", line)
 
   preemption = _Preemption()
-  last_saved = latest
+  last_saved = restored.step if restored is not None else None
   interval: dict[str, list[float]] = {k: [] for k in task.mean_keys}
   pending: tuple[int, Any] | None = None  # metrics of the step before, fetched one step late
   timer_start, timer_steps = None, 0
@@ -230,16 +301,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   extra_outputs: list[str] = []
 
   def meta() -> dict:
-    return {"counters": dict(counters), "config": config.to_json_best_effort()}
+    saved = {"counters": dict(counters), "config": config.to_json_best_effort()}
+    if requested >= 0:  # a relaunch of this command resumes instead of rolling back again
+      saved["restored_from"] = requested
+    return saved
 
   def settle(item) -> dict[str, float]:
     step_no, device_metrics = item
     host = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-    _check_finite(host, step_no, last_saved)
+    _check_finite(host, step_no, last_saved, restored)
     for k in task.mean_keys:
       interval[k].append(host[k])
     return task.settle(host, counters)
 
+  failed = True
   try:
     for step_no in range(first_step + 1, last_step + 1):
       local = next(data_iter)
@@ -296,14 +371,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if preemption.requested:
         break
     extra_outputs = task.finish(state, step_no, plan)
+    failed = False
   finally:
-    checkpointer.wait_until_finished()
-    checkpointer.close()
+    close_error = None
+    try:
+      checkpointer.close()  # waits for the last save: a failed write is reported here
+    except ckpt_lib.CheckpointError as e:
+      close_error = e
     writer.close()
     progress.close()
     # Our references to the last batch go first, so that closing frees its shared memory.
     local = batch = None
     task.close_iterator(data_iter)
+    if close_error is not None:
+      if not failed:
+        raise close_error  # pylint: disable=lost-exception
+      logging.error("%s", close_error)  # the error already on its way says more
   if is_main:
     logging.info("%s", _summary(
         config, plan, workdir, first_step=first_step, step=step_no,
