@@ -37,9 +37,10 @@ setup(
         # Parity tests rebuild the released model from timm blocks. These pins are the builds a
         # Python 3.11 x86-64 machine installs from local disk (timm needs torchvision).
         # pytest-timeout: a hung test fails with every thread's stack instead of eating CI's time;
+        # pytest-xdist: the README's test command runs two workers (CI's 2 cores; XLA compiles on one);
         # opencv: the released tracker's crops (cv2.resize) as an independent reference;
         # nbclient/ipykernel: the Colab notebooks are executed headless.
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "portpicker>=1.5", "torch==2.14.1",
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "portpicker>=1.5", "torch==2.14.1",
                  "torchvision==0.29.1", "timm>=1.0", "safetensors>=0.4",
                  "opencv-python-headless>=4.8", "nbclient>=0.10", "nbformat>=5.10",
                  "ipykernel>=6.29", "tensorflow-datasets>=4.9", "array_record",
