@@ -131,12 +131,14 @@ def kernel_errors(kernel: str, q, k, v, ratio: float,
 
 def kernel_piece_timings(kernel: str, q, k, v, ratio: float, iters: int) -> dict[str, float]:
   """Seconds per layer of each ASAD kernel, each jitted alone on the previous piece's outputs:
-  to_padded (q, k, v), keys, select, forward, backward (dq + dk/dv, with its delta)."""
+  to_padded (q, k, v), keys, select, forward, backward (dq + dk/dv, with its delta); and
+  select_full, the full-search select that `select` replaces on GPU (not part of a layer)."""
   plan = kernel_plan(kernel, q.shape, ratio)
   seed, offset = jnp.uint32(1), jnp.int32(0)
   pad = jax.jit(lambda q, k, v: tuple(asad_pallas.to_padded(x, plan) for x in (q, k, v)))
   keys_fn = jax.jit(lambda qp, kp: asad_pallas.sampling_keys(qp, kp, seed, offset, plan))
   select_fn = jax.jit(lambda keys: asad_pallas.select_threshold(keys, plan))
+  full_select_fn = jax.jit(lambda keys: asad_pallas.exact_select(keys, plan))
   forward_fn = jax.jit(lambda qp, kp, vp, keys, tau, cutoff: asad_pallas.masked_forward(
       qp, kp, vp, keys, tau, cutoff, plan))
   backward_fn = jax.jit(lambda qp, kp, vp, drop, out, lse, dout: asad_pallas.masked_backward(
@@ -152,6 +154,7 @@ def kernel_piece_timings(kernel: str, q, k, v, ratio: float, iters: int) -> dict
       "select": time_fn(select_fn, keys, iters=iters),
       "forward": time_fn(forward_fn, qp, kp, vp, keys, tau, cutoff, iters=iters),
       "backward": time_fn(backward_fn, qp, kp, vp, drop, out, lse, dout, iters=iters),
+      "select_full": time_fn(full_select_fn, keys, iters=iters),
   }
 
 

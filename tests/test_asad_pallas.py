@@ -72,12 +72,78 @@ def test_select_breaks_ties_like_top_k(backend):
   keys = jnp.asarray(slab.reshape(2, 2, 2 * npad, npad))
   tau, cutoff = asad_pallas.select_threshold(keys, plan)
   mask = np.asarray(asad_pallas.dense_mask(keys, tau, cutoff, plan))
-  dense = asad_pallas.dense_keys(keys, plan).reshape(2, 2, -1)
+  expected = top_k_mask(keys, plan)
+  np.testing.assert_array_equal(mask.reshape(expected.shape), expected)
+  assert (np.asarray(cutoff) < plan.length ** 2 - 1).all()   # the tie search really ran
+
+
+def top_k_threshold(keys, plan):
+  """τ by lax.top_k on the dense keys: the K-th largest per (b, h) (an independent reference)."""
+  dense = asad_pallas.dense_keys(keys, plan).reshape(plan.batch, plan.heads, -1)
+  return np.asarray(jax.lax.top_k(dense, plan.num_drop)[0][..., -1])
+
+
+def top_k_mask(keys, plan):
+  """The cells lax.top_k keeps (lower flat index first on ties), (B, H, L·L) bool."""
+  dense = asad_pallas.dense_keys(keys, plan).reshape(plan.batch, plan.heads, -1)
   _, index = jax.lax.top_k(dense, plan.num_drop)
   expected = np.zeros(dense.shape, bool)
   np.put_along_axis(expected, np.asarray(index), True, axis=-1)
-  np.testing.assert_array_equal(mask.reshape(expected.shape), expected)
-  assert (np.asarray(cutoff) < plan.length ** 2 - 1).all()   # the tie search really ran
+  return expected
+
+
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_gpu_select_finds_tau_from_gathered_cells_without_the_full_search(scale):
+  """224² decoder keys (flat and peaked attention): the counting passes stop at <= 64 bracket
+  cells, the gathered cells hold the K-th key, and no (b, h) needs the full search — also where
+  two keys tie at τ (head 2 at scale 1: the gathered flat indices give the cutoff)."""
+  shape = (1, 392, 3, 32)
+  plan = asad_pallas.make_plan(shape, drop_ratio=0.1, temporal="max", backend="gpu",
+                               interpret=True)
+  q, k, _ = inputs(shape, scale=scale)
+  keys = asad_pallas.sampling_keys(asad_pallas.to_padded(q, plan), asad_pallas.to_padded(k, plan),
+                                   jnp.uint32(5), 0, plan)
+  tau, cutoff, exact_needed = jax.jit(lambda x: asad_pallas._bracket_select(x, plan))(keys)
+  assert not np.asarray(exact_needed).any()
+  np.testing.assert_array_equal(np.asarray(tau), top_k_threshold(keys, plan))
+  mask = np.asarray(asad_pallas.dense_mask(keys, tau, cutoff, plan))
+  np.testing.assert_array_equal(mask.reshape(plan.batch, plan.heads, -1), top_k_mask(keys, plan))
+  tau_full, cutoff_full = asad_pallas.exact_select(keys, plan)
+  np.testing.assert_array_equal(np.asarray(cutoff), np.asarray(cutoff_full))
+
+
+def test_gpu_select_falls_back_to_the_full_search_when_a_group_overflows():
+  """31 keys around the K-th, one apart and all in one row's first 32 columns, while every other
+  key is 10^4 away: the bracket ends holding all 31 in one group, which gathers 2. The full
+  search must take over and still return lax.top_k's cells."""
+  shape = (1, 392, 1, 32)
+  plan = asad_pallas.make_plan(shape, drop_ratio=0.1, temporal="max", backend="gpu",
+                               interpret=True)
+  n, npad, kth = plan.frame_len, plan.padded, plan.num_drop
+  slab = np.zeros((2, npad, npad), np.int64)
+  eligible = np.zeros((2, npad, npad), bool)
+  eligible[:, :n, :n] = ~np.eye(n, dtype=bool)
+  cluster = [(0, 40, c) for c in range(31)]             # frame 0, row 40, columns 0..30
+  for cell in cluster:
+    eligible[cell] = False
+  others = np.argwhere(eligible)
+  rng = np.random.default_rng(3)
+  others = others[rng.permutation(len(others))]
+  # Ranks (1 = largest): 1..K-16 far above the cluster, K-15..K+15 the cluster, the rest below.
+  above = kth - 16
+  base = 10 ** 4 * (len(others) + 10)
+  slab[tuple(others[:above].T)] = base + 10 ** 4 * np.arange(above, 0, -1)
+  slab[tuple(np.array(cluster).T)] = base - np.arange(1, 32)
+  slab[tuple(others[above:].T)] = base - 10 ** 4 * np.arange(1, len(others) - above + 1)
+  assert slab.max() < 2 ** 31 and slab[slab > 0].min() > 0
+  keys = jnp.asarray(slab.reshape(1, 1, 2 * npad, npad).astype(np.int32))
+  _, _, exact_needed = asad_pallas._bracket_select(keys, plan)
+  assert np.asarray(exact_needed).all()
+  tau, cutoff = asad_pallas.select_threshold(keys, plan)
+  np.testing.assert_array_equal(np.asarray(tau), top_k_threshold(keys, plan))
+  assert int(tau[0, 0]) == base - 16                      # rank K: the cluster's 16th
+  mask = np.asarray(asad_pallas.dense_mask(keys, tau, cutoff, plan))
+  np.testing.assert_array_equal(mask.reshape(1, 1, -1), top_k_mask(keys, plan))
 
 
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])
@@ -108,6 +174,40 @@ def test_output_and_gradients_match_reference(backend, dtype, tol):
     r = np.asarray(r, np.float32)
     np.testing.assert_allclose(np.asarray(g, np.float32), r, rtol=tol,
                                atol=tol * np.abs(r).max())
+
+
+@pytest.mark.parametrize("rows", [8, 32])
+def test_bit_packed_mask_gives_the_reference_gradients_for_every_word_size(rows):
+  """GPU query blocks of 8 / 32 rows keep the drop mask as int8 / int32 words (bit 31 is the
+  sign bit); 16 is covered above. Gradients equal the reference's through either word."""
+  shape = (1, 40, 2, 32)
+  q, k, v = inputs(shape)
+  seed = jnp.uint32(2)
+  plan = asad_pallas.make_plan(shape, drop_ratio=0.3, temporal="max", backend="gpu",
+                               interpret=True, blocks=asad_pallas.BlockSizes(rows=rows))
+  assert asad_pallas.packs_mask(plan)
+  mask = asad.drop_mask_reference(frame_blocked_scores(q, k, plan), seed, drop_ratio=0.3,
+                                  scale=plan.scale)
+  cotangent = jax.random.normal(jax.random.key(3), shape)
+  loss = lambda fn: lambda q, k, v: jnp.sum(fn(q, k, v) * cotangent)
+  grads = jax.grad(loss(lambda q, k, v: asad_pallas.asad_attention(q, k, v, seed=seed, plan=plan)),
+                   argnums=(0, 1, 2))(q, k, v)
+  ref_grads = jax.grad(loss(lambda q, k, v: asad.attention_reference(q, k, v, mask)),
+                       argnums=(0, 1, 2))(q, k, v)
+  for g, r in zip(grads, ref_grads):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-5,
+                               atol=1e-5 * float(np.abs(r).max()))
+  # The stored words hold exactly the dropped cells: unpack them on the host.
+  qp, kp, vp = (asad_pallas.to_padded(x, plan) for x in (q, k, v))
+  keys, tau, cutoff = asad_pallas.drop_selection(q, k, seed, plan)
+  _, _, words = asad_pallas.masked_forward(qp, kp, vp, keys, tau, cutoff, plan)
+  words = np.asarray(words).astype(np.int64) & ((1 << rows) - 1)
+  bits = (words[:, :, :, None, :] >> np.arange(rows)[:, None]) & 1     # (B, H, blocks, rows, n_pad)
+  n, npad = plan.frame_len, plan.padded
+  per_frame = bits.reshape(1, 2, 2, npad, npad)[:, :, :, :n, :n].astype(bool)
+  dense = np.asarray(asad_pallas.dense_mask(keys, tau, cutoff, plan))
+  np.testing.assert_array_equal(per_frame[:, :, 0], dense[:, :, :n, :n])
+  np.testing.assert_array_equal(per_frame[:, :, 1], dense[:, :, n:, n:])
 
 
 def test_public_op_dispatches_and_validates():
@@ -153,8 +253,10 @@ def test_kernels_lower_for_their_hardware(backend, platform, shape, dtype):
   lowered = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).trace(*args).lower(
       lowering_platforms=(platform,))
   text = lowered.as_text()
-  for name in ("asad_keys", "asad_select", "asad_forward", "asad_backward_dq",
-               "asad_backward_dkv"):
+  names = ["asad_keys", "asad_select", "asad_forward", "asad_backward_dq", "asad_backward_dkv"]
+  if backend == "gpu":
+    names.append("asad_select_bracket")
+  for name in names:
     assert name in text, name
 
 

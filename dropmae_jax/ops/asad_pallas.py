@@ -6,19 +6,25 @@ never hold more than one block of query rows against one frame of keys:
 
   1. keys    (grid B, H, row blocks): logits -> the row terms of DESIGN §1 -> int32 sampling key of
              every same-frame cell, written as a (2·n_pad, n_pad) slab per (b, h).
-  2. select  (grid B, H): the K-th largest key τ by 16-way bisection over the int32 key range (8
-             counting passes over the slab, no sort), then — only when cells tie at τ — the flat-index
-             cutoff that reproduces `lax.top_k`'s lower-index-first rule.
+  2. select  (grid B, H): the K-th largest key τ by 16-way bisection over the int32 key range,
+             counting passes over the slab, no sort. GPU: 4 passes narrow the bracket to <= 64
+             cells, one sweep gathers them and τ is read from those (kernel `asad_select_bracket`
+             + a small top_k); TPU, and GPU (b, h) whose bracket does not gather cleanly: all 8
+             passes (`asad_select`). Either way a flat-index cutoff reproduces `lax.top_k`'s
+             lower-index-first rule when cells tie at τ.
   3. forward (grid B, H, row blocks): attention whose same-frame logits are masked where
              key > τ or (key == τ and flat index <= cutoff), an online softmax over key chunks
-             (so K/V tiles stay small at 384²); writes out, the row log-sum-exp and the mask.
-  4. backward: dq over row blocks, dk/dv over key blocks, reading the int8 mask that the forward
-             kernel wrote (a quarter of the keys slab, which is freed after the forward pass).
+             (so K/V tiles stay small at 384²); writes out, the row log-sum-exp and the mask —
+             one bit per cell on GPU (a word per column of a row block), int8 on TPU.
+  4. backward: dq over row blocks, dk/dv over key blocks, reading that mask (the keys slab is
+             freed after the forward pass).
 
 Layout inside: (B, H, 2·n_pad, ·) — each frame's n tokens padded to n_pad = max(128, 2^⌈log2 n⌉)
 rows, so that frame boundaries fall on block boundaries and every block shape is a power of two
-(Triton) and lane-aligned (TPU). The backend layer is `pallas_backend.pallas_call`; the static plan
-(shapes, block sizes, validation, VMEM budget) is `asad_plan`. The kernel bodies are shared.
+(Triton) and lane-aligned (TPU). Grids and loops visit only the row blocks that hold real tokens
+(n = 196: 13 of 16 blocks of 16 rows a frame); rows of padding blocks are never written. The
+backend layer is `pallas_backend.pallas_call`; the static plan (shapes, block sizes, validation,
+VMEM budget) is `asad_plan`. The kernel bodies are shared.
 """
 from __future__ import annotations
 
@@ -76,6 +82,45 @@ def _is_set(mask_int8):
   return mask_int8.astype(jnp.int32) != 0
 
 
+# The drop mask the backward pass reads. With query row blocks of 8, 16 or 32 rows (GPU) it is
+# kept as one bit per cell: for each row block and column, one word whose bit r is row r —
+# packing and unpacking are a shift and a column sum, no reshape. TPU's 128-row blocks keep an
+# int8 per cell.
+_MASK_WORDS = {8: jnp.int8, 16: jnp.int16, 32: jnp.int32}
+
+
+def packs_mask(plan: Plan) -> bool:
+  return plan.blocks.rows in _MASK_WORDS
+
+
+def _mask_struct(plan: Plan):
+  """(ShapeDtypeStruct of the stored mask, rows of it per query row block)."""
+  rows, npad = plan.blocks.rows, plan.padded
+  if packs_mask(plan):
+    shape = (plan.batch, plan.heads, 2 * npad // rows, npad)
+    return jax.ShapeDtypeStruct(shape, _MASK_WORDS[rows]), 1
+  return jax.ShapeDtypeStruct((plan.batch, plan.heads, 2 * npad, npad), jnp.int8), rows
+
+
+def _store_mask(drop, plan: Plan):
+  """(rows, w) bool -> what the mask stores for them: (1, w) words or (rows, w) int8."""
+  if not packs_mask(plan):
+    return jnp.where(drop, 1, 0).astype(jnp.int8)
+  bit = jnp.left_shift(jnp.int32(1), lax.broadcasted_iota(jnp.int32, drop.shape, 0))
+  words = jnp.sum(jnp.where(drop, bit, 0), axis=0, keepdims=True)   # distinct bits: a sum is an OR
+  return words.astype(_MASK_WORDS[plan.blocks.rows])
+
+
+def _load_mask(stored, plan: Plan):
+  """Inverse of `_store_mask`: -> (rows, w) bool."""
+  if not packs_mask(plan):
+    return _is_set(stored)
+  shape = (plan.blocks.rows, stored.shape[1])
+  # Sign extension to int32 only fills bits above the word's own.
+  return (jnp.right_shift(stored.astype(jnp.int32), lax.broadcasted_iota(jnp.int32, shape, 0))
+          & 1) != 0
+
+
 def _divmod(x, divisor: int):
   """Quotient and remainder of a non-negative traced int32 by a static divisor, with plain lax ops
   (jnp's floor-division wrappers do not lower inside Triton loops on jax 0.10)."""
@@ -83,10 +128,39 @@ def _divmod(x, divisor: int):
   return lax.div(x, divisor), lax.rem(x, divisor)
 
 
+def _real_row_blocks(plan: Plan, rows: int) -> int:
+  """Row blocks per frame that hold real tokens. Grids and loops visit only these: blocks wholly
+  in a frame's padding are never computed, read or written (n = 196 pads to 256: 13 blocks of
+  16 rows a frame, not 16)."""
+  return -(-plan.frame_len // rows)
+
+
+def _padded_block(index, plan: Plan, rows: int):
+  """Index over the real row blocks of both frames -> (frame, block index in the padded layout)."""
+  frame, block_in_frame = _divmod(index, _real_row_blocks(plan, rows))
+  return frame, frame * (plan.padded // rows) + block_in_frame
+
+
 def _row_block_position(plan: Plan, rows: int):
-  """(frame, first local row) of the program's row block (grid axis 2)."""
-  frame, block = _divmod(pl.program_id(2), plan.padded // rows)
+  """(frame, first local row) of the program's row block (grid axis 2, real blocks only)."""
+  frame, block = _divmod(pl.program_id(2), _real_row_blocks(plan, rows))
   return frame, block * rows
+
+
+def _row_grid(plan: Plan, rows: int):
+  return (plan.batch, plan.heads, 2 * _real_row_blocks(plan, rows))
+
+
+def _row_block_index(rows: int, plan: Plan):
+  """Index map of a program's own row block."""
+  return lambda b, h, r: (b, h, _padded_block(r, plan, rows)[1], 0)
+
+
+def _slab_block(block, plan: Plan, rows: int):
+  """Loop index over the real row blocks of both frames -> (frame, first local row, slab row)."""
+  frame, block_in_frame = _divmod(block, _real_row_blocks(plan, rows))
+  local0 = block_in_frame * rows
+  return frame, local0, pl.multiple_of(frame * plan.padded + local0, rows)
 
 
 # --------------------------------------------------------------------------- 1. keys
@@ -130,44 +204,53 @@ def sampling_keys(q, k, seed, batch_offset, plan: Plan) -> jax.Array:
   batch_offset: int32 scalar, the global batch index of row 0 (a shard hashes global rows).
   """
   rows, npad, d = plan.blocks.rows, plan.padded, plan.head_dim
-  per_frame = npad // rows
-  frame_of = lambda r: _divmod(r, per_frame)[0]
+  row_block = _row_block_index(rows, plan)
   return pallas_backend.pallas_call(
-      functools.partial(_keys_body, plan=plan), plan, grid=(plan.batch, plan.heads, 2 * per_frame),
+      functools.partial(_keys_body, plan=plan), plan, grid=_row_grid(plan, rows),
       scalars=[(jnp.asarray(seed, jnp.uint32), False),
                (jnp.asarray(batch_offset, jnp.int32), False)],
-      inputs=[(q, (None, None, rows, d), lambda b, h, r: (b, h, r, 0)),
-              (k, (None, None, npad, d), lambda b, h, r: (b, h, frame_of(r), 0)),
-              (k, (None, None, npad, d), lambda b, h, r: (b, h, 1 - frame_of(r), 0))],
+      inputs=[(q, (None, None, rows, d), row_block), *_frame_inputs(plan, rows, k)],
       outputs=[(jax.ShapeDtypeStruct((plan.batch, plan.heads, 2 * npad, npad), jnp.int32),
-                (None, None, rows, npad), lambda b, h, r: (b, h, r, 0))],
+                (None, None, rows, npad), row_block)],
       name="asad_keys")[0]
 
 
 # --------------------------------------------------------------------------- 2. select
+#
+# τ is the K-th largest key of a (b, h) slab. Counting passes (15 thresholds per sweep) narrow an
+# integer bracket [lo, hi) that holds τ. On GPU the passes stop once the bracket holds at most
+# _GATHER_LIMIT cells — locating τ's exact bit pattern would take ~4 more passes, since
+# neighbouring keys lie ~2^11 patterns apart — and one more sweep gathers those few cells (per row
+# and 32-column group, by masked row maxima: no scatter, which Pallas cannot express portably).
+# The K-th is then read from the gathered cells outside the kernel. A group holding more
+# bracket cells than it can gather, or more ties at τ than fit (the flat-index cutoff needs the
+# slab), falls back to the full search: exact in every case, fast in the usual one.
+
+_GATHER_LIMIT = 64   # bracket cells at which the GPU select stops counting and gathers
+_GATHER_COLUMNS = 32  # columns per gathered group
+_GATHER_ROUNDS = 2   # cells (distinct values) gathered per row and group
 
 
 def _count_passes(keys_ref, thresholds, predicate, plan: Plan):
   """Counts, for each threshold, the slab cells with predicate(keys, flat, threshold)."""
-  rows, npad = plan.blocks.select_rows, plan.padded
-  per_frame = npad // rows
+  rows = plan.blocks.select_rows
 
   def step(block, counts):
-    start = pl.multiple_of(block * rows, rows)
+    frame, local0, start = _slab_block(block, plan, rows)
     keys = keys_ref[pl.ds(start, rows), :]
-    frame, block_in_frame = _divmod(block, per_frame)
-    local_rows = lax.broadcasted_iota(jnp.int32, keys.shape, 0) + block_in_frame * rows
+    local_rows = lax.broadcasted_iota(jnp.int32, keys.shape, 0) + local0
     local_cols = lax.broadcasted_iota(jnp.int32, keys.shape, 1)
     flat = _flat_index(frame, local_rows, local_cols, plan)
     return tuple(c + jnp.sum(predicate(keys, flat, t).astype(jnp.float32)).astype(jnp.int32)
                  for c, t in zip(counts, thresholds))
 
   zeros = tuple(jnp.int32(0) for _ in thresholds)
-  return lax.fori_loop(0, 2 * per_frame, step, zeros)
+  return lax.fori_loop(0, 2 * _real_row_blocks(plan, rows), step, zeros)
 
 
-def _bisect(keys_ref, bracket, predicate, on_lo_side, plan: Plan):
-  """Narrows an integer bracket (lo, hi, count(lo), count(hi)) until hi = lo + 1.
+def _bisect(keys_ref, bracket, predicate, on_lo_side, plan: Plan, stop_cells: int = 0):
+  """Narrows an integer bracket (lo, hi, count(lo), count(hi)) until hi = lo + 1 or, with
+  stop_cells > 0 and counts of keys >= the bound, until it holds at most stop_cells cells.
 
   Each pass counts 15 evenly spaced thresholds in one sweep over the slab; counts are monotone in
   the threshold, so the thresholds with on_lo_side(count) form a prefix: the last of them becomes
@@ -187,16 +270,30 @@ def _bisect(keys_ref, bracket, predicate, on_lo_side, plan: Plan):
       new_hi, new_c_hi = jnp.where(hi_side, t, new_hi), jnp.where(hi_side, c, new_c_hi)
     return new_lo, new_hi, new_c_lo, new_c_hi
 
-  return lax.while_loop(lambda state: state[1] - state[0] > 1, body, bracket)
+  def unresolved(state):
+    lo, hi, c_lo, c_hi = state
+    if stop_cells:
+      return (hi - lo > 1) & (c_lo - c_hi > stop_cells)
+    return hi - lo > 1
+
+  return lax.while_loop(unresolved, body, bracket)
 
 
-def _select_body(keys_ref, *, plan: Plan):
+def _keys_at_least(keys, flat, t):
+  return keys >= t
+
+
+def _full_bracket(plan: Plan):
+  """(lo, hi, count(>= lo), count(>= hi)) that holds every key."""
+  return (jnp.int32(0), jnp.int32(_KEY_LIMIT), jnp.int32(2 * plan.padded * plan.padded),
+          jnp.int32(0))
+
+
+def _exact_select_body(keys_ref, *, plan: Plan):
   """Returns (τ, cutoff): drop the cells with key > τ, and those with key == τ and flat <= cutoff."""
   k = jnp.int32(plan.num_drop)
-  cells = jnp.int32(2 * plan.padded * plan.padded)
-  tau, _, count_ge, count_gt = _bisect(
-      keys_ref, (jnp.int32(0), jnp.int32(_KEY_LIMIT), cells, jnp.int32(0)),
-      lambda keys, flat, t: keys >= t, lambda c: c >= k, plan)
+  tau, _, count_ge, count_gt = _bisect(keys_ref, _full_bracket(plan), _keys_at_least,
+                                       lambda c: c >= k, plan)
   # Cells tied at τ: lax.top_k keeps the lower flat indices. Usually all ties fit and the search
   # below starts already narrowed (hi = lo + 1).
   need, ties = k - count_gt, count_ge - count_gt
@@ -208,13 +305,120 @@ def _select_body(keys_ref, *, plan: Plan):
   return tau, cutoff
 
 
-def select_threshold(keys, plan: Plan):
-  """Kernel 2. keys (B, H, 2·n_pad, n_pad) int32 -> (τ, cutoff), each (B, H) int32."""
+def _gather_groups(plan: Plan):
+  """Static (first column, width) of the gathered column groups that hold real tokens."""
+  return [(c0, _GATHER_COLUMNS) for c0 in range(0, plan.frame_len, _GATHER_COLUMNS)]
+
+
+def _bracket_select_body(keys_ref, cells_ref, counts_ref, flats_ref, *, plan: Plan):
+  """GPU select, kernel side: counting passes until the bracket holds <= _GATHER_LIMIT cells,
+  then one sweep that writes, per real slab row and column group, the _GATHER_ROUNDS largest
+  distinct bracket keys (-1: none), how many cells hold each and the flat index of the first of
+  them. Returns (lo, hi, count(>= lo), count(>= hi), overflow): overflow = some group held
+  bracket cells it could not gather."""
+  k = jnp.int32(plan.num_drop)
+  lo, hi, c_lo, c_hi = _bisect(keys_ref, _full_bracket(plan), _keys_at_least, lambda c: c >= k,
+                               plan, stop_cells=_GATHER_LIMIT)
+  rows = plan.blocks.select_rows
+  no_index = jnp.int32(plan.length * plan.length)
+
+  def sweep(block, overflow):
+    frame, local0, start = _slab_block(block, plan, rows)
+    out_rows = pl.ds(pl.multiple_of(block * rows, rows), rows)
+    local_rows = lax.broadcasted_iota(jnp.int32, (rows, _GATHER_COLUMNS), 0) + local0
+    for g, (c0, width) in enumerate(_gather_groups(plan)):
+      keys = keys_ref[pl.ds(start, rows), c0:c0 + width]
+      flat = _flat_index(frame, local_rows,
+                         lax.broadcasted_iota(jnp.int32, keys.shape, 1) + c0, plan)
+      inside = (keys >= lo) & (keys < hi)
+      remaining = jnp.sum(inside.astype(jnp.int32), axis=1)
+      below = jnp.full((rows,), hi, jnp.int32)
+      for r in range(_GATHER_ROUNDS):
+        cell = jnp.max(jnp.where(inside & (keys < below[:, None]), keys, -1), axis=1)
+        holds = (keys == cell[:, None]) & (cell[:, None] >= 0)
+        held = jnp.sum(holds.astype(jnp.int32), axis=1)
+        entry = g * _GATHER_ROUNDS + r
+        cells_ref[entry, out_rows] = cell
+        counts_ref[entry, out_rows] = held
+        flats_ref[entry, out_rows] = jnp.min(jnp.where(holds, flat, no_index), axis=1)
+        remaining, below = remaining - held, cell
+      overflow = jnp.maximum(overflow, jnp.max(remaining))
+    return overflow
+
+  overflow = lax.fori_loop(0, 2 * _real_row_blocks(plan, rows), sweep, jnp.int32(0))
+  return lo, hi, c_lo, c_hi, overflow
+
+
+def _gathered_shape(plan: Plan):
+  groups = len(_gather_groups(plan)) * _GATHER_ROUNDS
+  return (plan.batch, plan.heads, groups,
+          2 * _real_row_blocks(plan, plan.blocks.select_rows) * plan.blocks.select_rows)
+
+
+def _threshold_from_gathered(cells, counts, flats, lo, hi, c_lo, c_hi, overflow, plan: Plan):
+  """(τ, cutoff, exact_needed) per (b, h) from the gathered bracket cells, in XLA.
+
+  The K-th largest key is the j-th largest bracket cell, j = K − count(>= hi) <= _GATHER_LIMIT,
+  so it is among the _GATHER_LIMIT largest gathered entries (each entry holds >= 1 cell). When
+  more cells tie at τ than are still needed, lax.top_k keeps the lower flat indices: the cutoff
+  is the need-th smallest flat index among them, known when each tied entry holds one cell.
+  """
+  k, last = plan.num_drop, plan.length * plan.length - 1
+  cells, counts, flats = (x.reshape(plan.batch, plan.heads, -1) for x in (cells, counts, flats))
+  limit = min(_GATHER_LIMIT, cells.shape[-1])
+  top, index = lax.top_k(cells, limit)
+  reached = jnp.cumsum(jnp.take_along_axis(counts, index, axis=-1), axis=-1)
+  position = jnp.argmax(reached >= (k - c_hi)[..., None], axis=-1)
+  tau_known = hi - lo == 1
+  tau = jnp.where(tau_known, lo, jnp.take_along_axis(top, position[..., None], axis=-1)[..., 0])
+  above, tied = cells > tau[..., None], (cells == tau[..., None]) & (counts > 0)
+  count_gt = c_hi + jnp.sum(jnp.where(above, counts, 0), axis=-1)
+  ties = jnp.sum(jnp.where(tied, counts, 0), axis=-1)
+  need = k - count_gt
+  first_flats = -lax.top_k(-jnp.where(tied, flats, last + 1), limit)[0]   # ascending
+  nth = jnp.take_along_axis(first_flats, jnp.clip(need - 1, 0, limit - 1)[..., None], axis=-1)
+  cut = ties > need
+  cutoff = jnp.where(cut, nth[..., 0], last)       # no cut: every tie at τ is dropped
+  cut_unknown = cut & ((need > limit) | jnp.any(tied & (counts > 1), axis=-1))
+  exact_needed = (overflow > 0) | cut_unknown
+  return tau, cutoff, exact_needed
+
+
+def exact_select(keys, plan: Plan):
+  """The full search: (τ, cutoff) by counting passes to the exact key (8 for real keys), then
+  the flat-index cutoff when ties at τ exceed what fits. TPU's select, GPU's fallback."""
   slab = (None, None, 2 * plan.padded, plan.padded)
   return pallas_backend.pallas_call(
-      functools.partial(_select_body, plan=plan), plan, grid=(plan.batch, plan.heads),
+      functools.partial(_exact_select_body, plan=plan), plan, grid=(plan.batch, plan.heads),
       inputs=[(keys, slab, lambda b, h: (b, h, 0, 0))], scalar_outputs=2, parallel=False,
       vmem_bytes=asad_plan.select_vmem_bytes(plan), name="asad_select")
+
+
+def _bracket_select(keys, plan: Plan):
+  """GPU select: (τ, cutoff, exact_needed); where exact_needed, τ and cutoff are not final."""
+  slab = (None, None, 2 * plan.padded, plan.padded)
+  shape = _gathered_shape(plan)
+  whole = (None, None, *shape[2:])
+  gathered = pallas_backend.pallas_call(
+      functools.partial(_bracket_select_body, plan=plan), plan, grid=(plan.batch, plan.heads),
+      inputs=[(keys, slab, lambda b, h: (b, h, 0, 0))],
+      outputs=[(jax.ShapeDtypeStruct(shape, jnp.int32), whole, lambda b, h: (b, h, 0, 0))] * 3,
+      scalar_outputs=5, name="asad_select_bracket")
+  return _threshold_from_gathered(*gathered, plan)
+
+
+def select_threshold(keys, plan: Plan):
+  """Kernel 2. keys (B, H, 2·n_pad, n_pad) int32 -> (τ, cutoff), each (B, H) int32.
+
+  GPU: bracket and gather (`_bracket_select`), with the full search for the (b, h) that need it —
+  run only when some do. TPU: the full search (its key slab sits in VMEM, so passes are cheap).
+  """
+  if plan.backend != "gpu":
+    return exact_select(keys, plan)
+  tau, cutoff, exact_needed = _bracket_select(keys, plan)
+  exact = lambda: exact_select(keys, plan)
+  tau_exact, cutoff_exact = lax.cond(jnp.any(exact_needed), exact, lambda: (tau, cutoff))
+  return jnp.where(exact_needed, tau_exact, tau), jnp.where(exact_needed, cutoff_exact, cutoff)
 
 
 # --------------------------------------------------------------------------- 3. forward
@@ -245,7 +449,7 @@ def _forward_body(tau, cutoff, q_ref, k_own_ref, k_other_ref, v_own_ref, v_other
       if own:
         local_rows = lax.broadcasted_iota(jnp.int32, s.shape, 0) + row0
         drop = _dropped(keys_ref[:, c0:c0 + width], tau, cutoff, frame, local_rows, cols, plan)
-        drop_ref[:, c0:c0 + width] = jnp.where(drop, 1, 0).astype(jnp.int8)
+        drop_ref[:, c0:c0 + width] = _store_mask(drop, plan)
         s = jnp.where(drop, asad_math.MASK_VALUE, s)
       new_max = jnp.maximum(row_max, jnp.max(s, axis=1, keepdims=True))
       rescale = jnp.exp((row_max - new_max) * plan.scale)
@@ -257,15 +461,14 @@ def _forward_body(tau, cutoff, q_ref, k_own_ref, k_other_ref, v_own_ref, v_other
   chunk = plan.blocks.key_chunk
   for c0 in range(len(_key_chunks(plan)) * chunk, plan.padded, chunk):
     # Padding columns are never read, but written: no uninitialised memory escapes.
-    drop_ref[:, c0:c0 + chunk] = jnp.zeros((rows, chunk), jnp.int8)
+    drop_ref[:, c0:c0 + chunk] = jnp.zeros((drop_ref.shape[0], chunk), drop_ref.dtype)
   out_ref[...] = (acc / total).astype(out_ref.dtype)
   lse_ref[...] = row_max * plan.scale + jnp.log(total)
 
 
 def _frame_inputs(plan: Plan, rows: int, *arrays):
   """Blocks for a row-block program: each array's own frame and other frame, whole."""
-  per_frame = plan.padded // rows
-  frame_of = lambda r: _divmod(r, per_frame)[0]
+  frame_of = lambda r: _padded_block(r, plan, rows)[0]
   block = (None, None, plan.padded, plan.head_dim)
   specs = []
   for a in arrays:
@@ -277,21 +480,22 @@ def _frame_inputs(plan: Plan, rows: int, *arrays):
 def masked_forward(q, k, v, keys, tau, cutoff, plan: Plan):
   """Kernel 3. Padded-layout attention with the ASAD mask.
 
-  Returns out (like q), lse (B, H, 2·n_pad, 1) float32 and the drop mask as int8
-  (B, H, 2·n_pad, n_pad) — a quarter of the keys slab, kept for the backward pass.
+  Returns out (like q), lse (B, H, 2·n_pad, 1) float32 and the drop mask kept for the backward
+  pass: one bit per cell, (B, H, 2·n_pad / rows, n_pad) words of `rows` bits (GPU: 1/32 of the
+  keys slab), or int8 (B, H, 2·n_pad, n_pad) for TPU's 128-row blocks.
   """
   rows, npad, d = plan.blocks.rows, plan.padded, plan.head_dim
-  row_block = lambda b, h, r: (b, h, r, 0)
+  row_block = _row_block_index(rows, plan)
+  mask, mask_rows = _mask_struct(plan)
   return pallas_backend.pallas_call(
-      functools.partial(_forward_body, plan=plan), plan,
-      grid=(plan.batch, plan.heads, 2 * npad // rows),
+      functools.partial(_forward_body, plan=plan), plan, grid=_row_grid(plan, rows),
       scalars=[(tau, True), (cutoff, True)],
       inputs=[(q, (None, None, rows, d), row_block), *_frame_inputs(plan, rows, k, v),
               (keys, (None, None, rows, npad), row_block)],
       outputs=[(jax.ShapeDtypeStruct(q.shape, q.dtype), (None, None, rows, d), row_block),
                (jax.ShapeDtypeStruct((plan.batch, plan.heads, 2 * npad, 1), jnp.float32),
                 (None, None, rows, 1), row_block),
-               (jax.ShapeDtypeStruct(keys.shape, jnp.int8), (None, None, rows, npad), row_block)],
+               (mask, (None, None, mask_rows, npad), row_block)],
       name="asad_forward")
 
 
@@ -309,7 +513,7 @@ def _dq_body(q_ref, k_own_ref, k_other_ref, v_own_ref, v_other_ref, drop_ref,
       # One mask per select: Mosaic cannot combine a column-broadcast mask with a full one.
       s = jnp.where(cols + c0 < plan.frame_len, s, asad_math.MASK_VALUE)
       if own:
-        s = jnp.where(_is_set(drop_ref[:, c0:c0 + width]), asad_math.MASK_VALUE, s)
+        s = jnp.where(_load_mask(drop_ref[:, c0:c0 + width], plan), asad_math.MASK_VALUE, s)
       p = jnp.exp(s * plan.scale - lse)
       dp = lax.dot_general(dout, v_ref[c0:c0 + width, :], (((1,), (1,)), ((), ())),
                            preferred_element_type=jnp.float32)
@@ -320,24 +524,25 @@ def _dq_body(q_ref, k_own_ref, k_other_ref, v_own_ref, v_other_ref, drop_ref,
 
 def _dkv_body(k_ref, v_ref, q_ref, dout_ref, lse_ref, delta_ref, drop_ref,
               dk_ref, dv_ref, *, plan: Plan):
-  key_rows, rows, npad = plan.blocks.key_rows, plan.blocks.rows, plan.padded
-  key_frame, key_block = _divmod(pl.program_id(2), npad // key_rows)
+  key_rows, rows = plan.blocks.key_rows, plan.blocks.rows
+  key_frame, key_block = _divmod(pl.program_id(2), _real_row_blocks(plan, key_rows))
   col0 = key_block * key_rows
   k, v = k_ref[...], v_ref[...]
-  per_frame = npad // rows
 
   def step(block, carry):
     dk, dv = carry
-    start = pl.multiple_of(block * rows, rows)
+    query_frame, _, start = _slab_block(block, plan, rows)
     q = q_ref[pl.ds(start, rows), :]
     dout = dout_ref[pl.ds(start, rows), :]
     lse, delta = lse_ref[pl.ds(start, rows), :], delta_ref[pl.ds(start, rows), :]
     s, cols = _scores(q, k, plan)
     cols = cols + col0
-    query_frame = _divmod(block, per_frame)[0]
     # Separate selects, as in the dq kernel; the mask applies only to same-frame query blocks.
     s = jnp.where(cols < plan.frame_len, s, asad_math.MASK_VALUE)
-    dropped = _is_set(drop_ref[pl.ds(start, rows), :])
+    if packs_mask(plan):
+      dropped = _load_mask(drop_ref[pl.ds(lax.div(start, jnp.int32(rows)), 1), :], plan)
+    else:
+      dropped = _is_set(drop_ref[pl.ds(start, rows), :])
     s = jnp.where(query_frame == key_frame, jnp.where(dropped, asad_math.MASK_VALUE, s), s)
     p = jnp.exp(s * plan.scale - lse)
     dv = dv + lax.dot_general(p.astype(dout.dtype), dout, (((0,), (0,)), ((), ())),
@@ -349,7 +554,7 @@ def _dkv_body(k_ref, v_ref, q_ref, dout_ref, lse_ref, delta_ref, drop_ref,
     return dk, dv
 
   zeros = jnp.zeros((key_rows, plan.head_dim), jnp.float32)
-  dk, dv = lax.fori_loop(0, 2 * per_frame, step, (zeros, zeros))
+  dk, dv = lax.fori_loop(0, 2 * _real_row_blocks(plan, rows), step, (zeros, zeros))
   dk_ref[...] = (dk * plan.scale).astype(dk_ref.dtype)
   dv_ref[...] = dv.astype(dv_ref.dtype)
 
@@ -357,30 +562,31 @@ def _dkv_body(k_ref, v_ref, q_ref, dout_ref, lse_ref, delta_ref, drop_ref,
 def masked_backward(q, k, v, drop, out, lse, dout, plan: Plan):
   """Kernel 4 (two calls). Gradients of the masked attention for the padded layout.
 
-  drop: the int8 mask written by `masked_forward`.
+  drop: the mask written by `masked_forward`.
   """
   rows, key_rows, npad, d = plan.blocks.rows, plan.blocks.key_rows, plan.padded, plan.head_dim
+  mask_rows = _mask_struct(plan)[1]
   delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
-  row_block = lambda b, h, r: (b, h, r, 0)
+  row_block = _row_block_index(rows, plan)
   dq = pallas_backend.pallas_call(
-      functools.partial(_dq_body, plan=plan), plan, grid=(plan.batch, plan.heads, 2 * npad // rows),
+      functools.partial(_dq_body, plan=plan), plan, grid=_row_grid(plan, rows),
       inputs=[(q, (None, None, rows, d), row_block), *_frame_inputs(plan, rows, k, v),
-              (drop, (None, None, rows, npad), row_block),
+              (drop, (None, None, mask_rows, npad), row_block),
               (dout, (None, None, rows, d), row_block),
               (lse, (None, None, rows, 1), row_block), (delta, (None, None, rows, 1), row_block)],
       outputs=[(jax.ShapeDtypeStruct(q.shape, q.dtype), (None, None, rows, d), row_block)],
       name="asad_backward_dq")[0]
   whole = lambda b, h, c: (b, h, 0, 0)
+  key_block = _row_block_index(key_rows, plan)
   dk, dv = pallas_backend.pallas_call(
-      functools.partial(_dkv_body, plan=plan), plan,
-      grid=(plan.batch, plan.heads, 2 * npad // key_rows),
-      inputs=[(k, (None, None, key_rows, d), row_block), (v, (None, None, key_rows, d), row_block),
+      functools.partial(_dkv_body, plan=plan), plan, grid=_row_grid(plan, key_rows),
+      inputs=[(k, (None, None, key_rows, d), key_block), (v, (None, None, key_rows, d), key_block),
               (q, (None, None, 2 * npad, d), whole), (dout, (None, None, 2 * npad, d), whole),
               (lse, (None, None, 2 * npad, 1), whole), (delta, (None, None, 2 * npad, 1), whole),
-              (drop, (None, None, 2 * npad, key_rows),
-               lambda b, h, c: (b, h, 0, _divmod(c, npad // key_rows)[1]))],
-      outputs=[(jax.ShapeDtypeStruct(k.shape, k.dtype), (None, None, key_rows, d), row_block),
-               (jax.ShapeDtypeStruct(v.shape, v.dtype), (None, None, key_rows, d), row_block)],
+              (drop, (None, None, drop.shape[2], key_rows),
+               lambda b, h, c: (b, h, 0, _divmod(c, _real_row_blocks(plan, key_rows))[1]))],
+      outputs=[(jax.ShapeDtypeStruct(k.shape, k.dtype), (None, None, key_rows, d), key_block),
+               (jax.ShapeDtypeStruct(v.shape, v.dtype), (None, None, key_rows, d), key_block)],
       name="asad_backward_dkv")
   return dq, dk, dv
 
@@ -435,7 +641,7 @@ def _attention_forward(q, k, v, seed, batch_offset, plan: Plan):
   keys = sampling_keys(qp, kp, seed, batch_offset, plan)
   tau, cutoff = select_threshold(keys, plan)
   out, lse, drop = masked_forward(qp, kp, vp, keys, tau, cutoff, plan)
-  # The backward pass reads the int8 mask (B·H·2·n_pad² bytes); the keys slab dies here.
+  # The backward pass reads the drop mask (1 bit a cell on GPU); the keys slab dies here.
   return from_padded(out, plan), (qp, kp, vp, drop, out, lse)
 
 
