@@ -70,10 +70,21 @@ def layer_timings(impl: str, q, k, v, ratio: float, iters: int) -> tuple[float, 
   return time_fn(forward, q, k, v, iters=iters), time_fn(forward_backward, q, k, v, iters=iters)
 
 
-def kernel_plan(kernel: str, shape, ratio: float) -> asad_pallas.Plan:
+def kernel_plan(kernel: str, shape, ratio: float, blocks=None) -> asad_pallas.Plan:
   return asad_pallas.make_plan(shape, drop_ratio=ratio, temporal="max",
                                backend=kernel.removeprefix("pallas_"),
-                               interpret=jax.default_backend() == "cpu")
+                               interpret=jax.default_backend() == "cpu", blocks=blocks)
+
+
+def block_timings(kernel: str, q, k, v, ratio: float, iters: int,
+                  blocks: asad_pallas.BlockSizes) -> tuple[float, float]:
+  """(forward, forward+backward) seconds of the ASAD kernels with these block sizes."""
+  plan = kernel_plan(kernel, q.shape, ratio, blocks)
+  seed = jnp.uint32(1)
+  attention = lambda q, k, v: asad_pallas.asad_attention(q, k, v, seed=seed, plan=plan)
+  loss = lambda q, k, v: jnp.sum(attention(q, k, v).astype(jnp.float32))
+  return (time_fn(jax.jit(attention), q, k, v, iters=iters),
+          time_fn(jax.jit(jax.grad(loss, argnums=(0, 1, 2))), q, k, v, iters=iters))
 
 
 def kernel_mask(kernel: str, q, k, ratio: float, seed=1) -> jax.Array:

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dropmae_jax.ops import asad_pallas
+from dropmae_jax.ops import asad_plan
 
 H100_SHARED_LIMIT = 227 * 1024   # bytes per block (opt-in maximum on sm_90)
 
@@ -47,10 +48,10 @@ SHAPES = [
 ]
 
 
-def _loss_fn(shape, backend: str):
+def _loss_fn(shape, backend: str, blocks=None):
   """sum(ASAD attention) at `shape` for `backend`'s kernels: its gradient runs every kernel."""
   plan = asad_pallas.make_plan(shape, drop_ratio=0.1, temporal="max", backend=backend,
-                               interpret=False)
+                               interpret=False, blocks=blocks)
 
   def loss(q, k, v, seed):
     return jnp.sum(asad_pallas.asad_attention(q, k, v, seed=seed, plan=plan).astype(jnp.float32))
@@ -58,7 +59,7 @@ def _loss_fn(shape, backend: str):
   return loss
 
 
-def capture_triton_ir(shape, dtype) -> list[tuple[str, str]]:
+def capture_triton_ir(shape, dtype, blocks=None) -> list[tuple[str, str]]:
   """(kernel name, Triton IR text) for every kernel of ASAD forward + backward at `shape`."""
   try:
     from jax._src.pallas.triton import lowering as triton_lowering
@@ -77,7 +78,7 @@ def capture_triton_ir(shape, dtype) -> list[tuple[str, str]]:
   args = [jax.ShapeDtypeStruct(shape, dtype)] * 3 + [jax.ShapeDtypeStruct((), jnp.uint32)]
   triton_lowering.lower_jaxpr_to_triton_module = capturing
   try:
-    jax.jit(jax.grad(_loss_fn(shape, "gpu"), argnums=(0, 1, 2))).trace(*args).lower(
+    jax.jit(jax.grad(_loss_fn(shape, "gpu", blocks), argnums=(0, 1, 2))).trace(*args).lower(
         lowering_platforms=("cuda",))
   finally:
     triton_lowering.lower_jaxpr_to_triton_module = original
@@ -107,6 +108,10 @@ def main():
                            "bf16, data-parallel over the topology) with the reference and kernels")
   parser.add_argument("--num_warps", type=int, default=4)
   parser.add_argument("--num_stages", type=int, default=2)
+  parser.add_argument("--blocks", default=None,
+                      help="GPU: BlockSizes as rows,select_rows,key_rows,key_chunk,keys_rows "
+                           "(default: the GPU default), e.g. 64,16,64,64,16 for Hopper-sized "
+                           "tiles; 'candidates' compiles every set gpu_report.py times")
   args = parser.parse_args()
   failures = compile_for_gpu(args) if args.target == "gpu" else compile_for_tpu(args)
   print(f"RESULT asad_kernels_failing={failures}")
@@ -125,9 +130,23 @@ def compile_for_gpu(args) -> int:
   failures = 0
   print(f"ASAD kernels, Triton {triton.__version__} -> sm_{args.arch}, jax {jax.__version__}, "
         f"num_warps {args.num_warps}, num_stages {args.num_stages}")
+  if args.blocks == "candidates":
+    block_sets = list(asad_plan.GPU_BLOCK_CANDIDATES)
+  elif args.blocks:
+    block_sets = [asad_plan.BlockSizes(*(int(x) for x in args.blocks.split(",")))]
+  else:
+    block_sets = [asad_plan.DEFAULT_BLOCKS["gpu"]]
+  for blocks in block_sets:
+    print(f"\n{blocks}")
+    failures += _compile_block_set(args, triton, target, cuobjdump, blocks)
+  return failures
+
+
+def _compile_block_set(args, triton, target, cuobjdump, blocks) -> int:
+  failures = 0
   print(f"{'shape':<16}{'kernel':<20}{'shared KB':>10}{'regs':>6}{'local B':>9}  status")
   for label, shape, dtype in SHAPES:
-    for name, text in capture_triton_ir(shape, dtype):
+    for name, text in capture_triton_ir(shape, dtype, blocks):
       with tempfile.NamedTemporaryFile("w", suffix=".ttir", delete=False) as f:
         f.write(text)
       try:

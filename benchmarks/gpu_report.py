@@ -9,7 +9,9 @@ Prints, section by section:
   2. the ASAD kernels against the jnp reference on this device: drop-mask disagreement, output and
      q/k/v gradient errors (ViT-B decoder layer: B 64, L 392, 16 heads, dim 32, bf16, P 0.1);
   3. per-layer times: plain attention through XLA and through cuDNN, the ASAD reference, the ASAD
-     kernels, and each kernel alone (keys, select, forward, backward);
+     kernels, each kernel alone (keys, select, forward, backward; the full-search select beside
+     the GPU's bracketed one), and the kernels at each candidate block size
+     (asad_plan.GPU_BLOCK_CANDIDATES: 16-row tiles against Hopper's 64-row wgmma tiles);
   4. the train step (ViT-B/16, 2 × 224², bf16) of TwinMAE, DropMAE with the reference and DropMAE
      with the kernels at batch 64 / 128 / 256: ms/step, pairs/s and peak device memory, OOM rows
      retried with model.remat=True;
@@ -509,6 +511,31 @@ def section_kernels(args, shapes: Shapes, deadline: float) -> None:
     emit({"kind": "pieces", **pieces})
   except Exception as e:  # noqa: BLE001
     failed("per-kernel times", e)
+  if kernel == "pallas_gpu":
+    block_sweep(_common, kernel, q, k, v, shapes, iters, deadline, interpret)
+
+
+def block_sweep(_common, kernel, q, k, v, shapes: Shapes, iters: int, deadline: float,
+                interpret: bool) -> None:
+  """The kernels at each of asad_plan.GPU_BLOCK_CANDIDATES (the first is the default): which tile
+  sizes this GPU wants. Interpret mode runs the first two only (the code path, not the numbers)."""
+  from dropmae_jax.ops import asad_plan
+  print(f"\n{'block sizes (rows/select/key rows/chunk/keys)':<44}{'fwd ms':>9}{'fwd+bwd ms':>12}")
+  candidates = asad_plan.GPU_BLOCK_CANDIDATES[:2 if interpret else None]
+  for blocks in candidates:
+    label = "/".join(str(x) for x in (blocks.rows, blocks.select_rows, blocks.key_rows,
+                                      blocks.key_chunk, blocks.keys_rows))
+    if blocks == asad_plan.DEFAULT_BLOCKS["gpu"]:
+      label += " (default)"
+    if time.time() > deadline - 5:
+      print(f"{label:<44}SKIPPED: time budget")
+      continue
+    try:
+      fwd, fwdbwd = _common.block_timings(kernel, q, k, v, shapes.drop_ratio, iters, blocks)
+      print(f"{label:<44}{1e3 * fwd:>9.3f}{1e3 * fwdbwd:>12.3f}", flush=True)
+      emit({"kind": "blocks", "blocks": label, "fwd": fwd, "fwdbwd": fwdbwd})
+    except Exception as e:  # noqa: BLE001
+      failed(f"blocks {label}", e)
 
 
 def section_train(args, shapes: Shapes, deadline: float) -> None:

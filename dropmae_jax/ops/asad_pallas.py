@@ -7,11 +7,11 @@ never hold more than one block of query rows against one frame of keys:
   1. keys    (grid B, H, row blocks): logits -> the row terms of DESIGN §1 -> int32 sampling key of
              every same-frame cell, written as a (2·n_pad, n_pad) slab per (b, h).
   2. select  (grid B, H): the K-th largest key τ by 16-way bisection over the int32 key range,
-             counting passes over the slab, no sort. GPU: 4 passes narrow the bracket to <= 64
-             cells, one sweep gathers them and τ is read from those (kernel `asad_select_bracket`
-             + a small top_k); TPU, and GPU (b, h) whose bracket does not gather cleanly: all 8
-             passes (`asad_select`). Either way a flat-index cutoff reproduces `lax.top_k`'s
-             lower-index-first rule when cells tie at τ.
+             counting passes over the slab, no sort. GPU: a sampled bracket and ~2 passes narrow
+             it to <= 64 cells, one sweep gathers them and τ is read from those (kernel
+             `asad_select_bracket` + a small top_k); TPU, and GPU (b, h) whose bracket does not
+             gather cleanly: all 8 passes (`asad_select`). Either way a flat-index cutoff
+             reproduces `lax.top_k`'s lower-index-first rule when cells tie at τ.
   3. forward (grid B, H, row blocks): attention whose same-frame logits are masked where
              key > τ or (key == τ and flat index <= cutoff), an online softmax over key chunks
              (so K/V tiles stay small at 384²); writes out, the row log-sum-exp and the mask —
@@ -29,6 +29,7 @@ VMEM budget) is `asad_plan`. The kernel bodies are shared.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -167,7 +168,7 @@ def _slab_block(block, plan: Plan, rows: int):
 
 
 def _keys_body(seed, batch_offset, q_ref, k_own_ref, k_other_ref, keys_ref, *, plan: Plan):
-  rows = plan.blocks.rows
+  rows = plan.blocks.keys_rows
   frame, row0 = _row_block_position(plan, rows)
   s_own, s_other, cols = _own_other_scores(q_ref[...], k_own_ref[...], k_other_ref[...], plan)
   local_rows = lax.broadcasted_iota(jnp.int32, s_own.shape, 0) + row0
@@ -203,7 +204,7 @@ def sampling_keys(q, k, seed, batch_offset, plan: Plan) -> jax.Array:
 
   batch_offset: int32 scalar, the global batch index of row 0 (a shard hashes global rows).
   """
-  rows, npad, d = plan.blocks.rows, plan.padded, plan.head_dim
+  rows, npad, d = plan.blocks.keys_rows, plan.padded, plan.head_dim
   row_block = _row_block_index(rows, plan)
   return pallas_backend.pallas_call(
       functools.partial(_keys_body, plan=plan), plan, grid=_row_grid(plan, rows),
@@ -218,14 +219,20 @@ def sampling_keys(q, k, seed, batch_offset, plan: Plan) -> jax.Array:
 # --------------------------------------------------------------------------- 2. select
 #
 # τ is the K-th largest key of a (b, h) slab. Counting passes (15 thresholds per sweep) narrow an
-# integer bracket [lo, hi) that holds τ. On GPU the passes stop once the bracket holds at most
-# _GATHER_LIMIT cells — locating τ's exact bit pattern would take ~4 more passes, since
-# neighbouring keys lie ~2^11 patterns apart — and one more sweep gathers those few cells (per row
-# and 32-column group, by masked row maxima: no scatter, which Pallas cannot express portably).
-# The K-th is then read from the gathered cells outside the kernel. A group holding more
-# bracket cells than it can gather, or more ties at τ than fit (the flat-index cutoff needs the
-# slab), falls back to the full search: exact in every case, fast in the usual one.
+# integer bracket [lo, hi) that holds τ; from the whole int32 range that takes 8 (TPU, and the
+# GPU fallback). On GPU three things cut it to ~2:
+#   * the first bracket comes from a sample (Floyd-Rivest): two order statistics of 4 keys per
+#     slab row, and the first pass checks it while splitting it 14 ways;
+#   * the passes stop once the bracket holds at most _GATHER_LIMIT cells — locating τ's exact bit
+#     pattern would take ~4 more, since neighbouring keys lie ~2^11 patterns apart;
+#   * one more sweep gathers those few cells (per row and 32-column group, by masked row maxima:
+#     no scatter, which Pallas cannot express portably) and τ is read from them outside the kernel.
+# A sample bracket that misses τ only costs passes. A group holding more bracket cells than it can
+# gather, or more ties at τ than the gathered flat indices can order, falls back to the full
+# search: exact in every case, fast in the usual one.
 
+_SAMPLE_PER_ROW = 4  # keys each real slab row gives the GPU select's sample (hashed columns)
+_SAMPLE_SPREAD = 5.0  # the sample bracket's half-width in standard deviations of the K-th's rank
 _GATHER_LIMIT = 64   # bracket cells at which the GPU select stops counting and gathers
 _GATHER_COLUMNS = 32  # columns per gathered group
 _GATHER_ROUNDS = 2   # cells (distinct values) gathered per row and group
@@ -248,35 +255,44 @@ def _count_passes(keys_ref, thresholds, predicate, plan: Plan):
   return lax.fori_loop(0, 2 * _real_row_blocks(plan, rows), step, zeros)
 
 
-def _bisect(keys_ref, bracket, predicate, on_lo_side, plan: Plan, stop_cells: int = 0):
+def _narrow(state, thresholds, counts, on_lo_side):
+  """One pass's update of a bracket (lo, hi, count(lo), count(hi)) from counts at ascending
+  thresholds: counts are monotone, so the thresholds with on_lo_side(count) form a prefix; the
+  last of them becomes lo and the first of the rest becomes hi."""
+  lo, c_lo, hi, c_hi = state[0], state[2], state[1], state[3]
+  for t, c in zip(thresholds, counts):
+    lo_side = on_lo_side(c)
+    lo, c_lo = jnp.where(lo_side, t, lo), jnp.where(lo_side, c, c_lo)
+  for t, c in zip(reversed(thresholds), reversed(counts)):
+    hi_side = jnp.logical_not(on_lo_side(c))
+    hi, c_hi = jnp.where(hi_side, t, hi), jnp.where(hi_side, c, c_hi)
+  return lo, hi, c_lo, c_hi
+
+
+def _bisect(count, bracket, on_lo_side, stop_cells: int = 0):
   """Narrows an integer bracket (lo, hi, count(lo), count(hi)) until hi = lo + 1 or, with
   stop_cells > 0 and counts of keys >= the bound, until it holds at most stop_cells cells.
 
-  Each pass counts 15 evenly spaced thresholds in one sweep over the slab; counts are monotone in
-  the threshold, so the thresholds with on_lo_side(count) form a prefix: the last of them becomes
-  lo and the first of the rest becomes hi.
+  count(thresholds) -> their counts in one sweep; each pass counts 15 evenly spaced thresholds.
+  Returns the final bracket and the number of passes it took.
   """
   def body(state):
-    lo, hi, c_lo, c_hi = state
+    lo, hi, passes = state[0], state[1], state[4]
     step = _divmod(hi - lo, _RADIX)[0] + 1
     thresholds = [jnp.minimum(lo + d * step, hi) for d in range(1, _RADIX)]
-    counts = _count_passes(keys_ref, thresholds, predicate, plan)
-    new_lo, new_c_lo, new_hi, new_c_hi = lo, c_lo, hi, c_hi
-    for t, c in zip(thresholds, counts):
-      lo_side = on_lo_side(c)
-      new_lo, new_c_lo = jnp.where(lo_side, t, new_lo), jnp.where(lo_side, c, new_c_lo)
-    for t, c in zip(reversed(thresholds), reversed(counts)):
-      hi_side = jnp.logical_not(on_lo_side(c))
-      new_hi, new_c_hi = jnp.where(hi_side, t, new_hi), jnp.where(hi_side, c, new_c_hi)
-    return new_lo, new_hi, new_c_lo, new_c_hi
+    return (*_narrow(state, thresholds, count(thresholds), on_lo_side), passes + 1)
 
   def unresolved(state):
-    lo, hi, c_lo, c_hi = state
+    lo, hi, c_lo, c_hi, _ = state
     if stop_cells:
       return (hi - lo > 1) & (c_lo - c_hi > stop_cells)
     return hi - lo > 1
 
-  return lax.while_loop(unresolved, body, bracket)
+  return lax.while_loop(unresolved, body, (*bracket, jnp.int32(0)))
+
+
+def _slab_counter(keys_ref, predicate, plan: Plan):
+  return lambda thresholds: _count_passes(keys_ref, thresholds, predicate, plan)
 
 
 def _keys_at_least(keys, flat, t):
@@ -292,16 +308,16 @@ def _full_bracket(plan: Plan):
 def _exact_select_body(keys_ref, *, plan: Plan):
   """Returns (τ, cutoff): drop the cells with key > τ, and those with key == τ and flat <= cutoff."""
   k = jnp.int32(plan.num_drop)
-  tau, _, count_ge, count_gt = _bisect(keys_ref, _full_bracket(plan), _keys_at_least,
-                                       lambda c: c >= k, plan)
+  tau, _, count_ge, count_gt, _ = _bisect(_slab_counter(keys_ref, _keys_at_least, plan),
+                                       _full_bracket(plan), lambda c: c >= k)
   # Cells tied at τ: lax.top_k keeps the lower flat indices. Usually all ties fit and the search
   # below starts already narrowed (hi = lo + 1).
   need, ties = k - count_gt, count_ge - count_gt
   last = jnp.int32(plan.length * plan.length - 1)
   lo = jnp.where(ties > need, jnp.int32(-1), last - 1)
-  _, cutoff, _, _ = _bisect(
-      keys_ref, (lo, last, jnp.int32(0), ties),
-      lambda keys, flat, t: (keys == tau) & (flat <= t), lambda c: c < need, plan)
+  _, cutoff, _, _, _ = _bisect(
+      _slab_counter(keys_ref, lambda keys, flat, t: (keys == tau) & (flat <= t), plan),
+      (lo, last, jnp.int32(0), ties), lambda c: c < need)
   return tau, cutoff
 
 
@@ -310,15 +326,65 @@ def _gather_groups(plan: Plan):
   return [(c0, _GATHER_COLUMNS) for c0 in range(0, plan.frame_len, _GATHER_COLUMNS)]
 
 
-def _bracket_select_body(keys_ref, cells_ref, counts_ref, flats_ref, *, plan: Plan):
-  """GPU select, kernel side: counting passes until the bracket holds <= _GATHER_LIMIT cells,
-  then one sweep that writes, per real slab row and column group, the _GATHER_ROUNDS largest
-  distinct bracket keys (-1: none), how many cells hold each and the flat index of the first of
-  them. Returns (lo, hi, count(>= lo), count(>= hi), overflow): overflow = some group held
-  bracket cells it could not gather."""
+def _sample_cells(plan: Plan) -> np.ndarray:
+  """Flat slab indices of the GPU select's sample: _SAMPLE_PER_ROW evenly spaced columns of every
+  real slab row, at a hashed per-row offset (so the sample spreads over rows and columns). Fixed
+  positions are enough: the keys themselves carry the seeded randomness."""
+  rows = plan.blocks.select_rows
+  real = _real_row_blocks(plan, rows) * rows
+  slab_rows = np.concatenate([np.arange(real), plan.padded + np.arange(real)]).astype(np.uint32)
+  spacing = plan.padded // _SAMPLE_PER_ROW
+  with np.errstate(over="ignore"):
+    offsets = hashing.mix32(slab_rows ^ np.uint32(0x5BD1E995)) % np.uint32(spacing)
+  cols = offsets[:, None].astype(np.int64) + spacing * np.arange(_SAMPLE_PER_ROW)
+  return (slab_rows[:, None].astype(np.int64) * plan.padded + cols).reshape(-1)
+
+
+def _slab_sample(keys, plan: Plan):
+  """The sampled keys (B, H, S_pad) int32, padded to a power of two with -1 (never counted)."""
+  cells = _sample_cells(plan)
+  sample = keys.reshape(plan.batch, plan.heads, -1)[:, :, jnp.asarray(cells, jnp.int32)]
+  return jnp.pad(sample, ((0, 0), (0, 0), (0, pl.next_power_of_2(len(cells)) - len(cells))),
+                 constant_values=-1)
+
+
+def _sample_bracket(sample, plan: Plan):
+  """(a, b): sample order statistics that bracket τ with overwhelming probability (Floyd-Rivest).
+
+  Over the real rows' N cells the K-th largest key sits near rank r = K·S/N of the S sampled
+  keys, with standard deviation sqrt(r·(1 − r/S)); a and b are the sampled keys at ranks
+  r ± _SAMPLE_SPREAD deviations, each found by bisection over the sample (a few thousand keys,
+  a small fraction of one slab pass)."""
+  rows = plan.blocks.select_rows
+  size = len(_sample_cells(plan))
+  cells = 2 * _real_row_blocks(plan, rows) * rows * plan.padded
+  rank = plan.num_drop * size / cells
+  spread = _SAMPLE_SPREAD * math.sqrt(rank * (1 - rank / size))
+  count = lambda thresholds: tuple(jnp.sum((sample >= t).astype(jnp.float32)).astype(jnp.int32)
+                                   for t in thresholds)
+  start = (jnp.int32(0), jnp.int32(_KEY_LIMIT), jnp.int32(size), jnp.int32(0))
+  order_statistic = lambda r: _bisect(count, start, lambda c: c >= r)[0]
+  low = order_statistic(min(size, math.ceil(rank + spread)))
+  high = order_statistic(max(1, math.floor(rank - spread)))
+  return low, high
+
+
+def _bracket_select_body(keys_ref, sample_ref, cells_ref, counts_ref, flats_ref, *, plan: Plan):
+  """GPU select, kernel side: a first counting pass between two order statistics of the sample
+  (which verifies that they bracket τ and narrows it 14-fold; where they miss, the bracket is the
+  side they leave and the search goes on), then passes until the bracket holds <= _GATHER_LIMIT
+  cells, then one sweep that writes, per real slab row and column group, the _GATHER_ROUNDS
+  largest distinct bracket keys (-1: none), how many cells hold each and the flat index of the
+  first of them. Returns (lo, hi, count(>= lo), count(>= hi), overflow, slab passes): overflow =
+  some group held bracket cells it could not gather."""
   k = jnp.int32(plan.num_drop)
-  lo, hi, c_lo, c_hi = _bisect(keys_ref, _full_bracket(plan), _keys_at_least, lambda c: c >= k,
-                               plan, stop_cells=_GATHER_LIMIT)
+  count = _slab_counter(keys_ref, _keys_at_least, plan)
+  low, high = _sample_bracket(sample_ref[...], plan)
+  step = _divmod(high + 1 - low, _RADIX - 2)[0] + 1
+  thresholds = [jnp.minimum(low + d * step, high + 1) for d in range(_RADIX - 2)] + [high + 1]
+  bracket = _narrow(_full_bracket(plan), thresholds, count(thresholds), lambda c: c >= k)
+  lo, hi, c_lo, c_hi, passes = _bisect(count, bracket, lambda c: c >= k,
+                                       stop_cells=_GATHER_LIMIT)
   rows = plan.blocks.select_rows
   no_index = jnp.int32(plan.length * plan.length)
 
@@ -346,7 +412,7 @@ def _bracket_select_body(keys_ref, cells_ref, counts_ref, flats_ref, *, plan: Pl
     return overflow
 
   overflow = lax.fori_loop(0, 2 * _real_row_blocks(plan, rows), sweep, jnp.int32(0))
-  return lo, hi, c_lo, c_hi, overflow
+  return lo, hi, c_lo, c_hi, overflow, passes + 1
 
 
 def _gathered_shape(plan: Plan):
@@ -395,16 +461,20 @@ def exact_select(keys, plan: Plan):
 
 
 def _bracket_select(keys, plan: Plan):
-  """GPU select: (τ, cutoff, exact_needed); where exact_needed, τ and cutoff are not final."""
+  """GPU select: (τ, cutoff, exact_needed, slab counting passes), each (B, H); where exact_needed,
+  τ and cutoff are not final."""
   slab = (None, None, 2 * plan.padded, plan.padded)
   shape = _gathered_shape(plan)
   whole = (None, None, *shape[2:])
+  sample = _slab_sample(keys, plan)
   gathered = pallas_backend.pallas_call(
       functools.partial(_bracket_select_body, plan=plan), plan, grid=(plan.batch, plan.heads),
-      inputs=[(keys, slab, lambda b, h: (b, h, 0, 0))],
+      inputs=[(keys, slab, lambda b, h: (b, h, 0, 0)),
+              (sample, (None, None, sample.shape[-1]), lambda b, h: (b, h, 0))],
       outputs=[(jax.ShapeDtypeStruct(shape, jnp.int32), whole, lambda b, h: (b, h, 0, 0))] * 3,
-      scalar_outputs=5, name="asad_select_bracket")
-  return _threshold_from_gathered(*gathered, plan)
+      scalar_outputs=6, name="asad_select_bracket")
+  *gathered, passes = gathered
+  return (*_threshold_from_gathered(*gathered, plan), passes)
 
 
 def select_threshold(keys, plan: Plan):
@@ -415,7 +485,7 @@ def select_threshold(keys, plan: Plan):
   """
   if plan.backend != "gpu":
     return exact_select(keys, plan)
-  tau, cutoff, exact_needed = _bracket_select(keys, plan)
+  tau, cutoff, exact_needed, _ = _bracket_select(keys, plan)
   exact = lambda: exact_select(keys, plan)
   tau_exact, cutoff_exact = lax.cond(jnp.any(exact_needed), exact, lambda: (tau, cutoff))
   return jnp.where(exact_needed, tau_exact, tau), jnp.where(exact_needed, cutoff_exact, cutoff)

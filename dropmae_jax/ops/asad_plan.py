@@ -19,15 +19,24 @@ SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 @dataclasses.dataclass(frozen=True)
 class BlockSizes:
   """Rows per program. All must divide n_pad (a power of two >= 128)."""
-  rows: int = 16          # query rows in the keys, forward and dq kernels
+  rows: int = 16          # query rows in the forward and dq kernels (and the dk/dv kernel's
+                          # query steps); 8, 16 or 32 keep the GPU drop mask at 1 bit a cell
   select_rows: int = 16   # slab rows counted per step in the select kernel
   key_rows: int = 32      # key rows in the dk/dv kernel
   key_chunk: int = 64     # key columns per step of the forward and dq kernels (bounds the
                           # K/V tiles held at once: a whole 384² frame of f32 keys and values
                           # would need 576 KB of GPU shared memory)
+  keys_rows: int = 16     # query rows in the keys kernel, which holds two rows × n_pad float32
+                          # logit tiles at once (so it stays small where the others may grow)
 
 
-DEFAULT_BLOCKS = {"gpu": BlockSizes(16, 16, 32, 64), "tpu": BlockSizes(128, 128, 128, 128)}
+DEFAULT_BLOCKS = {"gpu": BlockSizes(16, 16, 32, 64, 16),
+                  "tpu": BlockSizes(128, 128, 128, 128, 128)}
+# Block sets `benchmarks/gpu_report.py` times side by side on a GPU. 16-row tiles make Triton
+# use Ampere-style mma.sync even on Hopper, whose wgmma wants 64-row tiles per warpgroup; which
+# is faster for these small (d = 32) heads is for the measurement to say.
+GPU_BLOCK_CANDIDATES = (BlockSizes(16, 16, 32, 64, 16), BlockSizes(32, 16, 32, 64, 16),
+                        BlockSizes(64, 16, 64, 64, 16), BlockSizes(64, 16, 64, 128, 16))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +87,7 @@ def make_plan(q_shape, *, drop_ratio: float, temporal: str, backend: str, interp
     problem = tpu_vmem_problem(plan, jax.devices()[0].device_kind)
     if problem:
       raise ValueError(problem)
-  for name in ("rows", "select_rows", "key_rows", "key_chunk"):
+  for name in ("rows", "select_rows", "key_rows", "key_chunk", "keys_rows"):
     size = getattr(plan.blocks, name)
     if plan.padded % size or size & (size - 1):
       raise ValueError(f"BlockSizes.{name}={size} must be a power of two dividing {plan.padded}")
