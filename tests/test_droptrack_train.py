@@ -1,10 +1,11 @@
-"""DropTrack fine-tuning through the one trainer: resume, sharding, NaN stop, init from pre-training.
+"""DropTrack fine-tuning through the one trainer: resume, NaN stop, init from pre-training.
 
 A tiny tracker (micro/16, depth 2, template 32 / search 64 px, one CE layer) on a small synthetic
 GOT-10k-layout set made once per session. The references are independent of the code under test:
-an uninterrupted run (for resume), a one-device run (for the 8-device mesh), MAE's sin-cos table
-written out in numpy and torch's bicubic interpolation (for the position tables after
-init_from), and the pre-training parameters themselves.
+an uninterrupted run (for resume), MAE's sin-cos table written out in numpy and torch's bicubic
+interpolation (for the position tables after init_from), and the pre-training parameters
+themselves. The sharded step and CE's masked warm-up step: test_droptrack_sharding.py (a file of
+its own so that pytest-xdist's --dist loadfile can run it beside this one).
 """
 from __future__ import annotations
 
@@ -18,12 +19,10 @@ import pytest
 
 from dropmae_jax import configlib
 from dropmae_jax.models import mae
-from dropmae_jax.models import ostrack
 from dropmae_jax.train import checkpoint as ckpt_lib
 from dropmae_jax.train import loop
 from dropmae_jax.train import sharding
 from dropmae_jax.train import step as step_lib
-from dropmae_jax.train import tracking_optim
 from dropmae_jax.train.tasks import droptrack
 
 
@@ -81,17 +80,40 @@ def val_rows(workdir: str) -> dict[int, dict]:
 # ------------------------------------------------------------------------------- resume
 
 
-def test_kill_and_resume_reproduces_losses(tracking_root, tmp_path):
-  """Killed after step 3 and resumed == uninterrupted; CE switches on (a second compiled step)
-  and the lr drops at epoch 2, on the same steps in both runs."""
-  config = tiny_config(tracking_root)
-  config.epochs = 2                      # 4 steps: epoch 1 keep 1.0 / lr, epoch 2 keep 0.7 / lr/10
+@pytest.fixture(scope="module")
+def finished_run(tracking_root, tmp_path_factory):
+  """One uninterrupted 4-step run, shared: the reference of the resume test and the run whose
+  end-of-schedule validation, figure and exported weights are checked (each tiny tracker run
+  compiles its steps for ~20 s; the NaN test reuses these compiled steps too, see below).
+
+  Epoch 1 keeps 1.0 at lr 1e-3, epoch 2 keeps 0.7 at lr 1e-4 (CE and the lr drop on the same
+  steps); validation and the figure only at the end of the schedule (step 4)."""
+  config = kill_config(tracking_root)
+  config.val_every_epochs = 2
+  config.val_ao_sequences = 1
+  config.figure_every = 4
+  workdir = str(tmp_path_factory.mktemp("droptrack") / "straight")
+  loop.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+def kill_config(root: str):
+  """tiny_config with 4 steps: epoch 1 keep 1.0 / lr, epoch 2 keep 0.7 / lr/10."""
+  config = tiny_config(root)
+  config.epochs = 2
   config.lr_drop_epoch = 1
-  straight = str(tmp_path / "straight")
-  loop.train_and_evaluate(config, straight)
+  return config
+
+
+def test_kill_and_resume_reproduces_losses(finished_run, tracking_root, tmp_path):
+  """Killed after step 3 and resumed == uninterrupted; CE switches on (a second compiled step)
+  and the lr drops at epoch 2, on the same steps in both runs. (The killed run does not
+  validate: validation, at step 4 of the uninterrupted run, must not change the training.)"""
+  straight_config, straight = finished_run
+  config = kill_config(tracking_root)
   resumed = str(tmp_path / "resumed")
-  first = tiny_config(tracking_root)
-  first.update_from_flattened_dict({"epochs": 2, "lr_drop_epoch": 1, "max_steps": 3})
+  first = kill_config(tracking_root)
+  first.max_steps = 3
   loop.train_and_evaluate(first, resumed)       # "killed" after step 3 (saves at 2 and 3)
   assert sorted(train_rows(resumed)) == [1, 2, 3]
   loop.train_and_evaluate(config, resumed)
@@ -107,29 +129,26 @@ def test_kill_and_resume_reproduces_losses(tracking_root, tmp_path):
   assert {"loss", "focal", "giou", "l1", "iou", "grad_norm", "pairs_per_sec",
           "skipped_samples", "epoch"} <= set(a[4])
   assert os.listdir(os.path.join(straight, "tensorboard"))
-  # A rerun of the finished schedule trains nothing.
-  assert loop.train_and_evaluate(config, straight)["loss"] == pytest.approx(a[4]["loss"])
-  assert len(train_rows(straight)) == 4
+  # A rerun of the finished schedule trains nothing and returns that run's last row (here
+  # step 4's validation).
+  rows = read_rows(straight)
+  again = loop.train_and_evaluate(straight_config, straight)
+  assert again == {k: v for k, v in rows[-1].items() if k != "step"} and "val_loss" in again
+  assert read_rows(straight) == rows
 
 
-def test_validation_figure_and_exported_weights(tracking_root, tmp_path):
+def test_validation_figure_and_exported_weights(finished_run):
   """Validation at the end of the schedule (loss / IoU on val pairs, AO on a val sequence), a
   figure, and the final weights in the tracker layout equal to the last checkpoint's."""
-  config = tiny_config(tracking_root)
-  config.epochs = 1                      # 2 steps
-  config.val_every_epochs = 1
-  config.val_ao_sequences = 1
-  config.figure_every = 2
-  workdir = str(tmp_path / "run")
-  loop.train_and_evaluate(config, workdir)
+  config, workdir = finished_run
   rows = val_rows(workdir)
-  assert sorted(rows) == [2]
+  assert sorted(rows) == [4]
   assert {"val_loss", "val_focal", "val_giou", "val_l1", "val_iou", "val_ao", "val_sr50",
-          "val_sr75"} <= set(rows[2])
-  assert 0 <= rows[2]["val_ao"] <= 100 and 0 <= rows[2]["val_iou"] <= 1
-  assert rows[2]["val_loss"] == pytest.approx(rows[2]["val_focal"] + 2 * rows[2]["val_giou"]
-                                              + 5 * rows[2]["val_l1"], rel=1e-4)
-  assert os.path.isfile(os.path.join(workdir, "figures", "tracking_00000002.png"))
+          "val_sr75"} <= set(rows[4])
+  assert 0 <= rows[4]["val_ao"] <= 100 and 0 <= rows[4]["val_iou"] <= 1
+  assert rows[4]["val_loss"] == pytest.approx(rows[4]["val_focal"] + 2 * rows[4]["val_giou"]
+                                              + 5 * rows[4]["val_l1"], rel=1e-4)
+  assert sorted(os.listdir(os.path.join(workdir, "figures"))) == ["tracking_00000004.png"]
   from dropmae_jax.convert import io
   variables, saved_config = io.load_tracker(os.path.join(workdir, droptrack.EXPORT_DIR))
   assert saved_config.model.search_size == 64
@@ -138,7 +157,7 @@ def test_validation_figure_and_exported_weights(tracking_root, tmp_path):
   with ckpt_lib.Checkpointer(workdir, keep=3) as ckpt:
     target = ckpt_lib.abstract_like(jax.eval_shape(task.create_state),
                                     jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-    state, _ = ckpt.restore(2, target)
+    state, _ = ckpt.restore(4, target)
   for got, want in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(got, want)
   for got, want in zip(jax.tree.leaves(variables["batch_stats"]),
@@ -146,136 +165,37 @@ def test_validation_figure_and_exported_weights(tracking_root, tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
-# ----------------------------------------------------------------------------- sharding
-
-
-def random_batch(rng: np.random.Generator, b: int, config) -> dict[str, np.ndarray]:
-  z, x = config.model.template_size, config.model.search_size
-  xy = rng.uniform(0.2, 0.5, (b, 2))
-  wh = rng.uniform(0.15, 0.4, (b, 2))
-  return {"template": rng.integers(0, 256, (b, z, z, 3), dtype=np.uint8),
-          "search": rng.integers(0, 256, (b, x, x, 3), dtype=np.uint8),
-          "template_brightness": rng.uniform(0.8, 1.2, b).astype(np.float32),
-          "search_brightness": rng.uniform(0.8, 1.2, b).astype(np.float32),
-          "search_box": np.concatenate([xy, wh], 1).astype(np.float32),
-          "skip_count": rng.integers(0, 2, b).astype(np.int32)}
-
-
-def run_track_steps(config, mesh, state, batches, keep_ratios):
-  model = ostrack.OSTrackCE.from_config(config)
-  tx, schedule = tracking_optim.make_tracking_optimizer(config, config.steps_per_epoch)
-  shardings = sharding.state_shardings(jax.eval_shape(lambda: state), mesh)
-  state = jax.device_put(state, shardings)
-  losses, skipped = [], []
-  for batch, ratio in zip(batches, keep_ratios):
-    fn = step_lib.make_track_train_step(model, tx, schedule, config.loss, ratio,
-                                        accum_steps=config.accum_steps)
-    step = jax.jit(lambda s, b, fn=fn: fn(s, b, step_lib.step_rng(s)),
-                   out_shardings=(shardings, sharding.replicated(mesh)))
-    state, metrics = step(state, sharding.global_batch(batch, sharding.batch_sharding(mesh)))
-    losses.append(float(metrics["loss"]))
-    skipped.append(int(metrics["skipped"]))
-  return jax.device_get(state), losses, skipped
-
-
-@pytest.mark.parametrize("data,fsdp", [(4, 2)])
-def test_sharded_run_matches_one_device(data, fsdp, monkeypatch):
-  """8 fake CPU devices (data x fsdp) give the one-device losses, BN statistics and params.
-
-  Drop-path is on (rate 0.1: its draws must not depend on the sharding) and the second step
-  eliminates candidates (keep 0.7). Where a gradient is ~0 its sign depends on summation order
-  and Adam turns either sign into a step of about lr, so parameters are bounded by 2·lr per step.
-  """
-  if jax.device_count() < 8:
-    pytest.skip("needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
-  monkeypatch.setattr(sharding, "MIN_FSDP_ELEMENTS", 1024)  # shard even this tiny model
-  config = tiny_config()
-  config.model.drop_path_rate = 0.1
-  rng = np.random.default_rng(0)
-  batches = [random_batch(rng, 16, config) for _ in range(2)]
-  model = ostrack.OSTrackCE.from_config(config)
-  tx, _ = tracking_optim.make_tracking_optimizer(config, config.steps_per_epoch)
-  state = jax.device_get(jax.jit(lambda: step_lib.create_track_state(model, tx, 0))())
-  one = sharding.make_mesh(configlib.droptrack_defaults().mesh, devices=jax.devices()[:1])
-  config.mesh.data, config.mesh.fsdp = data, fsdp
-  many = sharding.make_mesh(config.mesh)
-  s1, l1, k1 = run_track_steps(config, one, state, batches, [1.0, 0.7])
-  s8, l8, k8 = run_track_steps(config, many, state, batches, [1.0, 0.7])
-  np.testing.assert_allclose(l8, l1, rtol=2e-5)
-  assert k8 == k1 == [int(b["skip_count"].sum()) for b in batches]
-  bound = 2 * len(batches) * tracking_optim.learning_rate(config)
-  loose = total = 0
-  for a, b in zip(jax.tree.leaves(s8.params), jax.tree.leaves(s1.params)):
-    a, b = np.asarray(a), np.asarray(b)
-    np.testing.assert_allclose(a, b, rtol=0, atol=bound)
-    loose += int((~np.isclose(a, b, rtol=1e-4, atol=1e-6)).sum())
-    total += a.size
-  assert loose <= max(3, total // 1000), f"{loose} of {total} parameters differ beyond 1e-6"
-  # Running means / variances of sums over B x F x F: float32 summation order, ~1e-6 apart.
-  for a, b in zip(jax.tree.leaves(s8.batch_stats), jax.tree.leaves(s1.batch_stats)):
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
-  # BatchNorm statistics moved (momentum 0.9 towards the batch's), and params were updated.
-  fresh = jax.tree.leaves(state.batch_stats)
-  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(s1.batch_stats), fresh))
-  specs = {str(s.spec) for s in jax.tree.leaves(sharding.state_shardings(
-      jax.eval_shape(lambda: state), many))}
-  assert any("fsdp" in s for s in specs)
-
-
-def test_masked_warmup_step_equals_removing_tokens():
-  """The CE warm-up's masked step (counts traced) = the step that removes the tokens, and the
-  task compiles three steps for a whole schedule: CE off, the warm-up, the final ratio."""
-  config = tiny_config()
-  config.model.drop_path_rate = 0.1
-  batch = random_batch(np.random.default_rng(1), 8, config)
-  model = ostrack.OSTrackCE.from_config(config)
-  tx, schedule = tracking_optim.make_tracking_optimizer(config, config.steps_per_epoch)
-  state = jax.jit(lambda: step_lib.create_track_state(model, tx, 0))()
-  ratio = 0.85
-  counts = model.keep_counts(ratio)
-  assert counts == [14]  # ceil(0.85 * 16): between CE off (16) and the final 0.7 (12)
-  removed = step_lib.make_track_train_step(model, tx, schedule, config.loss, ratio)
-  masked = step_lib.make_track_train_step(model, tx, schedule, config.loss, None)
-  s_removed, m_removed = jax.jit(lambda s, b: removed(s, b, step_lib.step_rng(s)))(state, batch)
-  s_masked, m_masked = jax.jit(lambda s, b: masked(s, b, step_lib.step_rng(s)))(
-      state, {**batch, step_lib.CE_COUNTS: np.asarray(counts, np.int32),
-              step_lib.CE_RATIO: np.float32(ratio)})
-  for k in ("loss", "focal", "giou", "l1", "iou", "grad_norm", "keep_ratio"):
-    np.testing.assert_allclose(float(m_masked[k]), float(m_removed[k]), rtol=1e-5, err_msg=k)
-  bound = 2 * tracking_optim.learning_rate(config)  # a ~0 gradient's sign, times Adam's lr
-  for a, b in zip(jax.tree.leaves(s_masked.params), jax.tree.leaves(s_removed.params)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=bound)
-  for a, b in zip(jax.tree.leaves(s_masked.batch_stats), jax.tree.leaves(s_removed.batch_stats)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
-
-  # The plan over a schedule with a 4-epoch warm-up (CE from epoch 3): keep ratios 1, 1,
-  # 0.956, 0.85, 0.744, then 0.7 -> ceil(r * 16) = 16, 16, 16, 14, 12, 12...
-  config.ce_start_epoch, config.ce_warm_epoch = 2, 4
-  task = droptrack.DropTrackTask(config, "")
-  task.model = model
-  keys = [task._ce_plan(tracking_optim.ce_keep_ratio(e, config))[0] for e in range(1, 9)]
-  assert keys == [(16,), (16,), (16,), "masked", (12,), (12,), (12,), (12,)]
-  config.ce_warmup_masked = False  # one compiled step per distinct count tuple
-  keys = [task._ce_plan(tracking_optim.ce_keep_ratio(e, config))[0] for e in range(1, 9)]
-  assert keys == [(16,), (16,), (16,), (14,), (12,), (12,), (12,), (12,)]
-
-
 # ------------------------------------------------------------------------------ NaN stop
 
 
+class NaNAtStep2(droptrack.DropTrackTask):
+  """Step 2's search crops are scaled by a NaN brightness: that step's loss is NaN.
+
+  A diverged run (e.g. lr 1e30) is what this stands for; the loop sees the same thing, a
+  non-finite loss after a healthy step, and these are the finished run's compiled steps (an lr
+  baked into the step is another program: ~35 s of compiling)."""
+
+  batches = 0
+
+  def device_batch(self, local, counters, warn):
+    batch = super().device_batch(local, counters, warn)
+    self.batches += 1
+    if self.batches == 2:
+      batch = {**batch, "search_brightness": np.full_like(batch["search_brightness"], np.nan)}
+    return batch
+
+
 def test_nan_stops_before_saving(tracking_root, tmp_path):
-  config = tiny_config(tracking_root)
-  config.lr = 1e30
-  config.grad_clip_norm = 0.0
+  config = kill_config(tracking_root)
   config.ckpt_every = 1
   workdir = str(tmp_path / "nan")
-  with pytest.raises(loop.NonFiniteLossError, match="step"):
-    loop.train_and_evaluate(config, workdir)
+  with pytest.raises(loop.NonFiniteLossError, match="at step 2"):
+    loop.train_and_evaluate(config, workdir, task=NaNAtStep2(config, workdir))
   saved = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
   rows = train_rows(workdir)
-  assert saved, "the healthy first step should have been saved"
+  assert saved == [1], "the healthy first step should have been saved, and only it"
   assert all(np.isfinite(r["loss"]) for r in rows.values())
-  assert set(saved) <= set(rows)
+  assert sorted(rows) == [1]
   assert not os.path.isdir(os.path.join(workdir, droptrack.EXPORT_DIR))
 
 

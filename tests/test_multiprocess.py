@@ -20,6 +20,9 @@ WORKER = textwrap.dedent("""
     from dropmae_jax.train import loop
     assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
     config = tiny_config(sys.argv[3])
+    # One decoder block: both processes compile the step at once on a small machine, and
+    # what is tested here is the processes' plumbing, not the model.
+    config.model.decoder_depth = 1
     config.total_steps = 4
     config.ckpt_every = 2
     loop.train_and_evaluate(config, sys.argv[4])
