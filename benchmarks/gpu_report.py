@@ -518,10 +518,10 @@ def section_kernels(args, shapes: Shapes, deadline: float) -> None:
 def block_sweep(_common, kernel, q, k, v, shapes: Shapes, iters: int, deadline: float,
                 interpret: bool) -> None:
   """The kernels at each of asad_plan.GPU_BLOCK_CANDIDATES (the first is the default): which tile
-  sizes this GPU wants. Interpret mode runs the first two only (the code path, not the numbers)."""
+  sizes this GPU wants. Interpret mode runs the second only (the code path, not the numbers)."""
   from dropmae_jax.ops import asad_plan
   print(f"\n{'block sizes (rows/select/key rows/chunk/keys)':<44}{'fwd ms':>9}{'fwd+bwd ms':>12}")
-  candidates = asad_plan.GPU_BLOCK_CANDIDATES[:2 if interpret else None]
+  candidates = asad_plan.GPU_BLOCK_CANDIDATES[1:2] if interpret else asad_plan.GPU_BLOCK_CANDIDATES
   for blocks in candidates:
     label = "/".join(str(x) for x in (blocks.rows, blocks.select_rows, blocks.key_rows,
                                       blocks.key_chunk, blocks.keys_rows))
