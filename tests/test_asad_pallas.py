@@ -9,6 +9,7 @@ from dropmae_jax.ops import asad
 from dropmae_jax.ops import dispatch
 from dropmae_jax.ops import asad_pallas
 from dropmae_jax.ops import asad_plan
+from dropmae_jax.ops import asad_select
 
 
 def frame_blocked_scores(q, k, plan):
@@ -104,7 +105,7 @@ def test_gpu_select_finds_tau_from_gathered_cells_without_the_full_search(scale)
   q, k, _ = inputs(shape, scale=scale)
   keys = asad_pallas.sampling_keys(asad_pallas.to_padded(q, plan), asad_pallas.to_padded(k, plan),
                                    jnp.uint32(5), 0, plan)
-  tau, cutoff, exact_needed, passes = jax.jit(lambda x: asad_pallas._bracket_select(x, plan))(keys)
+  tau, cutoff, exact_needed, passes = jax.jit(lambda x: asad_select.bracket_select(x, plan))(keys)
   assert not np.asarray(exact_needed).any()
   # The sample's bracket held τ: its checking pass and at most two more (8 without it).
   assert (np.asarray(passes) <= 3).all(), passes
@@ -120,7 +121,7 @@ def test_gpu_select_sample_spreads_over_rows_and_columns():
   hashed offsets that reach nearly every column (a fixed offset would reach 4 of 256)."""
   plan = asad_pallas.make_plan((1, 392, 1, 32), drop_ratio=0.1, temporal="max", backend="gpu",
                                interpret=True)
-  cells = asad_pallas._sample_cells(plan)
+  cells = asad_select.sample_cells(plan)
   rows, cols = np.divmod(cells, plan.padded)
   real = np.concatenate([np.arange(208), 256 + np.arange(208)])
   np.testing.assert_array_equal(np.unique(rows), real)
@@ -139,11 +140,11 @@ def test_gpu_select_stays_exact_when_the_sample_misleads():
   keys = asad_pallas.sampling_keys(asad_pallas.to_padded(q, plan), asad_pallas.to_padded(k, plan),
                                    jnp.uint32(8), 0, plan)
   flat = np.asarray(keys).reshape(-1).copy()
-  cells = asad_pallas._sample_cells(plan)
+  cells = asad_select.sample_cells(plan)
   real = np.asarray(asad_pallas.dense_keys(keys, plan)).max()
   flat[cells] = np.where(flat[cells] > 0, real + 1000 + np.arange(len(cells)), 0)
   keys = jnp.asarray(flat.reshape(keys.shape))
-  tau, cutoff, exact_needed, passes = asad_pallas._bracket_select(keys, plan)
+  tau, cutoff, exact_needed, passes = asad_select.bracket_select(keys, plan)
   assert int(passes[0, 0]) > 3
   assert not np.asarray(exact_needed).any()
   mask = np.asarray(asad_pallas.dense_mask(keys, tau, cutoff, plan))
@@ -175,7 +176,7 @@ def test_gpu_select_falls_back_to_the_full_search_when_a_group_overflows():
   slab[tuple(others[above:].T)] = base - 10 ** 4 * np.arange(1, len(others) - above + 1)
   assert slab.max() < 2 ** 31 and slab[slab > 0].min() > 0
   keys = jnp.asarray(slab.reshape(1, 1, 2 * npad, npad).astype(np.int32))
-  _, _, exact_needed, _ = asad_pallas._bracket_select(keys, plan)
+  _, _, exact_needed, _ = asad_select.bracket_select(keys, plan)
   assert np.asarray(exact_needed).all()
   tau, cutoff = asad_pallas.select_threshold(keys, plan)
   np.testing.assert_array_equal(np.asarray(tau), top_k_threshold(keys, plan))
