@@ -61,13 +61,17 @@ def attention_fn(impl: str, ratio: float) -> Callable:
   return lambda q, k, v: asad.asad_attention(q, k, v, seed=seed, drop_ratio=ratio, impl=impl)
 
 
-def layer_timings(impl: str, q, k, v, ratio: float, iters: int) -> tuple[float, float]:
-  """(forward, forward+backward) seconds of one attention layer; impl as in `attention_fn`."""
-  attention = attention_fn(impl, ratio)
+def attention_timings(attention: Callable, q, k, v, iters: int) -> tuple[float, float]:
+  """(forward, forward+backward) seconds of `attention(q, k, v)`, each jitted alone."""
   forward = jax.jit(attention)
   loss = lambda q, k, v: jnp.sum(attention(q, k, v).astype(jnp.float32))
   forward_backward = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
   return time_fn(forward, q, k, v, iters=iters), time_fn(forward_backward, q, k, v, iters=iters)
+
+
+def layer_timings(impl: str, q, k, v, ratio: float, iters: int) -> tuple[float, float]:
+  """(forward, forward+backward) seconds of one attention layer; impl as in `attention_fn`."""
+  return attention_timings(attention_fn(impl, ratio), q, k, v, iters)
 
 
 def kernel_plan(kernel: str, shape, ratio: float, blocks=None) -> asad_pallas.Plan:
@@ -82,9 +86,7 @@ def block_timings(kernel: str, q, k, v, ratio: float, iters: int,
   plan = kernel_plan(kernel, q.shape, ratio, blocks)
   seed = jnp.uint32(1)
   attention = lambda q, k, v: asad_pallas.asad_attention(q, k, v, seed=seed, plan=plan)
-  loss = lambda q, k, v: jnp.sum(attention(q, k, v).astype(jnp.float32))
-  return (time_fn(jax.jit(attention), q, k, v, iters=iters),
-          time_fn(jax.jit(jax.grad(loss, argnums=(0, 1, 2))), q, k, v, iters=iters))
+  return attention_timings(attention, q, k, v, iters)
 
 
 def kernel_mask(kernel: str, q, k, ratio: float, seed=1) -> jax.Array:
