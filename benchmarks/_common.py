@@ -51,14 +51,17 @@ def attention_fn(impl: str, ratio: float) -> Callable:
 
   impl: 'plain' (asad.plain_attention: dispatch.py's choice), 'xla' / 'cudnn' (unmasked
   jax.nn.dot_product_attention forced to that implementation), or an ASAD impl
-  ('reference', 'pallas_gpu', 'pallas_tpu', 'auto') at drop ratio `ratio`.
+  ('reference', 'pallas_gpu', 'pallas_tpu', 'auto') at drop ratio `ratio`, with the impl's own
+  attention, or with '+cudnn' (e.g. 'pallas_gpu+cudnn'): asad.masked_attention='cudnn'.
   """
   if impl == "plain":
     return asad.plain_attention
   if impl in ("xla", "cudnn"):
     return lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation=impl)
   seed = jnp.uint32(1)
-  return lambda q, k, v: asad.asad_attention(q, k, v, seed=seed, drop_ratio=ratio, impl=impl)
+  impl, _, masked = impl.partition("+")
+  return lambda q, k, v: asad.asad_attention(q, k, v, seed=seed, drop_ratio=ratio, impl=impl,
+                                             masked_attention=masked or "fused")
 
 
 def attention_timings(attention: Callable, q, k, v, iters: int) -> tuple[float, float]:
@@ -110,13 +113,14 @@ def mask_disagreement(kernel: str, q, k, ratio: float, mask=None) -> tuple[int, 
 
 
 def kernel_errors(kernel: str, q, k, v, ratio: float,
-                  mask=None) -> dict[str, tuple[float, float]]:
+                  mask=None) -> dict[str, tuple[float, float, float]]:
   """Output and q/k/v gradient errors of the kernel, each relative to the largest exact value.
 
   The yardstick is float32 attention (the same bf16/f32 inputs upcast) under the kernel's own
   drop mask, so that mask flips within rounding (`mask_disagreement`) do not count here. Returns
-  {'out' | 'dq' | 'dk' | 'dv': (kernel error, jnp reference error in the inputs' dtype)} — the
-  second shows what the inputs' precision alone costs. mask: as in `mask_disagreement`.
+  {'out' | 'dq' | 'dk' | 'dv': (kernel error, kernels + dot_product_attention error, jnp
+  reference error in the inputs' dtype)} — the last shows what the inputs' precision alone
+  costs. mask: as in `mask_disagreement`.
   """
   mask = kernel_mask(kernel, q, k, ratio) if mask is None else mask
   cotangent = jax.random.normal(jax.random.key(7), q.shape, q.dtype)
@@ -134,18 +138,20 @@ def kernel_errors(kernel: str, q, k, v, ratio: float,
 
   truth = run(exact)
   results = {}
-  for name, got, ref, want in zip(("out", "dq", "dk", "dv"), run(attention_fn(kernel, ratio)),
-                                  run(same_dtype), truth):
+  for name, got, library, ref, want in zip(
+      ("out", "dq", "dk", "dv"), run(attention_fn(kernel, ratio)),
+      run(attention_fn(kernel + "+cudnn", ratio)), run(same_dtype), truth):
     scale = max(float(np.abs(want).max()), 1e-30)
-    results[name] = (float(np.abs(got - want).max()) / scale,
-                     float(np.abs(ref - want).max()) / scale)
+    results[name] = tuple(float(np.abs(x - want).max()) / scale for x in (got, library, ref))
   return results
 
 
 def kernel_piece_timings(kernel: str, q, k, v, ratio: float, iters: int) -> dict[str, float]:
   """Seconds per layer of each ASAD kernel, each jitted alone on the previous piece's outputs:
   to_padded (q, k, v), keys, select, forward, backward (dq + dk/dv, with its delta); and
-  select_full, the full-search select that `select` replaces on GPU (not part of a layer)."""
+  select_full, the full-search select that `select` replaces on GPU (not part of a layer);
+  dense_mask and masked_dpa (forward+backward of asad.attention_with_drop_mask), what
+  asad.masked_attention='cudnn' runs instead of forward and backward."""
   plan = kernel_plan(kernel, q.shape, ratio)
   seed, offset = jnp.uint32(1), jnp.int32(0)
   pad = jax.jit(lambda q, k, v: tuple(asad_pallas.to_padded(x, plan) for x in (q, k, v)))
@@ -156,10 +162,15 @@ def kernel_piece_timings(kernel: str, q, k, v, ratio: float, iters: int) -> dict
       qp, kp, vp, keys, tau, cutoff, plan))
   backward_fn = jax.jit(lambda qp, kp, vp, drop, out, lse, dout: asad_pallas.masked_backward(
       qp, kp, vp, drop, out, lse, dout, plan))
+  mask_fn = jax.jit(lambda keys, tau, cutoff: asad_pallas.dense_mask(keys, tau, cutoff, plan))
+  masked_loss = lambda q, k, v, mask: jnp.sum(
+      asad.attention_with_drop_mask(q, k, v, mask).astype(jnp.float32))
+  masked_dpa_fn = jax.jit(jax.grad(masked_loss, argnums=(0, 1, 2)))
   qp, kp, vp = pad(q, k, v)
   keys = keys_fn(qp, kp)
   tau, cutoff = select_fn(keys)
   out, lse, drop = forward_fn(qp, kp, vp, keys, tau, cutoff)
+  mask = mask_fn(keys, tau, cutoff)
   dout = jax.random.normal(jax.random.key(8), out.shape, out.dtype)
   return {
       "to_padded": time_fn(pad, q, k, v, iters=iters),
@@ -168,6 +179,8 @@ def kernel_piece_timings(kernel: str, q, k, v, ratio: float, iters: int) -> dict
       "forward": time_fn(forward_fn, qp, kp, vp, keys, tau, cutoff, iters=iters),
       "backward": time_fn(backward_fn, qp, kp, vp, drop, out, lse, dout, iters=iters),
       "select_full": time_fn(full_select_fn, keys, iters=iters),
+      "dense_mask": time_fn(mask_fn, keys, tau, cutoff, iters=iters),
+      "masked_dpa": time_fn(masked_dpa_fn, q, k, v, mask, iters=iters),
   }
 
 
@@ -176,13 +189,14 @@ def kernel_piece_timings(kernel: str, q, k, v, ratio: float, iters: int) -> dict
 
 def step_config(*, variant: str = "B/16", img_size: int = 224, dtype: str = "bfloat16",
                 decoder: tuple[int, int, int] = (512, 8, 16), drop_ratio: float = 0.1,
-                impl: str = "auto", batch: int = 64, remat: bool = False):
+                impl: str = "auto", batch: int = 64, remat: bool = False,
+                masked_attention: str = "auto"):
   """pretrain_defaults() with the fields a benchmark varies. decoder: (width, depth, heads)."""
   c = configlib.pretrain_defaults()
   c.model.variant, c.model.img_size, c.model.dtype = variant, img_size, dtype
   c.model.decoder_embed_dim, c.model.decoder_depth, c.model.decoder_num_heads = decoder
   c.model.remat = remat
-  c.asad.drop_ratio, c.asad.impl = drop_ratio, impl
+  c.asad.drop_ratio, c.asad.impl, c.asad.masked_attention = drop_ratio, impl, masked_attention
   c.batch_size = batch
   return c
 

@@ -9,15 +9,19 @@ Prints, section by section:
   2. the ASAD kernels against the jnp reference on this device: drop-mask disagreement, output and
      q/k/v gradient errors (ViT-B decoder layer: B 64, L 392, 16 heads, dim 32, bf16, P 0.1);
   3. per-layer times: plain attention through XLA and through cuDNN, the ASAD reference, the ASAD
-     kernels, each kernel alone (keys, select, forward, backward; the full-search select beside
-     the GPU's bracketed one), and the kernels at each candidate block size
+     kernels with their own attention and with cuDNN's (asad.masked_attention='cudnn': the kernels
+     select, jax.nn.dot_product_attention applies the mask), each kernel alone (keys, select,
+     forward, backward; the full-search select beside the GPU's bracketed one; the dense mask and
+     the masked cuDNN attention), and the kernels at each candidate block size
      (asad_plan.GPU_BLOCK_CANDIDATES: 16-row tiles against Hopper's 64-row wgmma tiles);
   4. the train step (ViT-B/16, 2 × 224², bf16) of TwinMAE, DropMAE with the reference and DropMAE
-     with the kernels at batch 64 / 128 / 256: ms/step, pairs/s and peak device memory, OOM rows
-     retried with model.remat=True;
+     with the kernels (own attention, and cuDNN's) at batch 64 / 128 / 256: ms/step, pairs/s and
+     peak device memory, OOM rows retried with model.remat=True;
 and a last line for scripts:
   RESULT dropmae_pairs_per_sec=.. twinmae_pairs_per_sec=.. asad_layer_fwdbwd_ms=.. peak_gib=..
-(the best batch that fits for each system; peak_gib is that DropMAE row's peak; nan = not measured).
+         dropmae_batch=.. dropmae_masked_attention=fused|cudnn
+(the best batch that fits for each system, DropMAE's the faster of the two kernel systems, whose
+layer time and peak are shown; nan = not measured).
 
 Each section runs in its own Python process (`--one=SECTION`) with a time limit, so a crash, a
 hang or an out-of-memory in one prints `FAILED: <reason>` and the report goes on; the limits add
@@ -55,7 +59,10 @@ TITLES = {
 }
 # Seconds each section may take at most (the train table gets whatever is left of --budget_s).
 SECTION_CAPS = {"env": 60, "check": 75, "kernels": 90}
-SYSTEMS = ("twinmae", "dropmae_kernels", "dropmae_reference")
+SYSTEMS = ("twinmae", "dropmae_kernels", "dropmae_kernels_cudnn", "dropmae_reference")
+# The kernel systems: (train-table system, layer-table impl, asad.masked_attention).
+KERNEL_SYSTEMS = (("dropmae_kernels", "kernels", "fused"),
+                  ("dropmae_kernels_cudnn", "kernels_cudnn", "cudnn"))
 # Released PyTorch code, same H200 and day as shared/measurements/2026-11-27-h200.md (batch 64).
 RELEASED = {"twinmae": (880, 15.8), "dropmae": (223, 19.1)}   # pairs/s, peak GiB
 
@@ -229,7 +236,7 @@ def isolated_train_rows(args, shapes: Shapes, deadline: float) -> list[dict]:
 def plan_rows(batches) -> list[tuple[str, int]]:
   """Row order: TwinMAE and the kernels at each batch first (what the table is for), the
   reference (the old default, slow and large) last, so a short budget loses the least."""
-  rows = [(s, b) for b in batches for s in ("twinmae", "dropmae_kernels")]
+  rows = [(s, b) for b in batches for s in ("twinmae", "dropmae_kernels", "dropmae_kernels_cudnn")]
   return rows + [("dropmae_reference", b) for b in batches]
 
 
@@ -268,7 +275,8 @@ def print_train_table(records: list[dict], shapes: Shapes) -> None:
   twin = {r["batch"]: r["seconds"] for r in rows
           if r["system"] == "twinmae" and r["status"] == "ok" and not r["remat"]}
   labels = {"twinmae": "TwinMAE (P = 0)", "dropmae_reference": "DropMAE, reference",
-            "dropmae_kernels": f"DropMAE, {meta.get('kernel', 'kernels')}"}
+            "dropmae_kernels": f"DropMAE, {meta.get('kernel', 'kernels')}",
+            "dropmae_kernels_cudnn": f"DropMAE, {meta.get('kernel', 'kernels')} + cuDNN"}
   for r in sorted(rows, key=lambda r: (r["batch"], order.get(r["system"], 9), r["remat"])):
     label = labels.get(r["system"], r["system"]) + (" + remat" if r["remat"] else "")
     if r["status"] == "ok":
@@ -299,11 +307,13 @@ def best_row(records: list[dict], system: str) -> dict | None:
 
 def result_line(results: dict[str, list[dict]]) -> str:
   train = results.get("train", [])
-  drop, twin = best_row(train, "dropmae_kernels"), best_row(train, "twinmae")
+  twin = best_row(train, "twinmae")
+  pps = lambda r: r["batch"] / r["seconds"] if r else float("nan")
+  candidates = [(best_row(train, system), impl, masked) for system, impl, masked in KERNEL_SYSTEMS]
+  drop, impl, masked = max(candidates, key=lambda c: pps(c[0]) if c[0] else -1.0)
   layer = next((r for r in results.get("kernels", []) if r.get("kind") == "layer"
-                and r.get("impl") == "kernels"), None)
+                and r.get("impl") == impl), None)
   nan = float("nan")
-  pps = lambda r: r["batch"] / r["seconds"] if r else nan
   peak = nan
   if drop:
     peak_bytes = drop["measured_bytes"] or drop["compiled_bytes"]
@@ -311,7 +321,8 @@ def result_line(results: dict[str, list[dict]]) -> str:
   fwdbwd = 1e3 * layer["fwdbwd"] if layer and layer.get("fwdbwd") is not None else nan
   return (f"RESULT dropmae_pairs_per_sec={pps(drop):.1f} twinmae_pairs_per_sec={pps(twin):.1f} "
           f"asad_layer_fwdbwd_ms={fwdbwd:.3f} peak_gib={peak:.2f} "
-          f"dropmae_batch={drop['batch'] if drop else 0}")
+          f"dropmae_batch={drop['batch'] if drop else 0} "
+          f"dropmae_masked_attention={masked if drop else 'none'}")
 
 
 # =========================================================================== sections
@@ -407,6 +418,9 @@ def section_env(args, shapes: Shapes, deadline: float) -> None:
     rule = f"{platform_name}" + (f" cc >= {min_cc[0]}.{min_cc[1]}" if min_cc else "")
     print(f"            {rule} -> {kernel}: {evidence}")
   print("            anything else -> reference)")
+  masked = dispatch.masked_attention_for(info)
+  print(f"          asad.masked_attention=auto -> {masked}  (MEASURED_MASKED_ATTENTION: "
+        f"{len(dispatch.MEASURED_MASKED_ATTENTION)} row(s); else fused)")
   width, depth, heads = shapes.decoder
   encoder_size, _ = vit.decode_variant(shapes.variant)
   choices = []
@@ -454,9 +468,9 @@ def section_check(args, shapes: Shapes, deadline: float) -> None:
   try:
     errors = _common.kernel_errors(kernel, q, k, v, shapes.drop_ratio, mask)
     print("max |error| / max |exact| against float32 attention under the kernel's own mask:")
-    print(f"  {'':<5}{'kernel':>10}{'jnp ' + shapes.layer_dtype:>16}")
-    for name, (kernel_err, ref_err) in errors.items():
-      print(f"  {name:<5}{kernel_err:>10.2e}{ref_err:>16.2e}")
+    print(f"  {'':<5}{'kernel':>10}{'kernel + cuDNN':>16}{'jnp ' + shapes.layer_dtype:>16}")
+    for name, (kernel_err, library_err, ref_err) in errors.items():
+      print(f"  {name:<5}{kernel_err:>10.2e}{library_err:>16.2e}{ref_err:>16.2e}")
     record["errors"] = errors
   except Exception as e:  # noqa: BLE001
     failed("output / gradient errors", e)
@@ -476,23 +490,27 @@ def section_kernels(args, shapes: Shapes, deadline: float) -> None:
   labels = (("xla", "plain, XLA (implementation='xla')"),
             ("cudnn", "plain, cuDNN (implementation='cudnn')"),
             ("reference", "ASAD jnp reference"),
-            ("kernels", f"ASAD kernels ({kernel})"))
+            ("kernels", f"ASAD kernels ({kernel})"),
+            ("kernels_cudnn", f"ASAD kernels ({kernel}) + cuDNN attention"))
+  impls = {"kernels": kernel, "kernels_cudnn": kernel + "+cudnn"}
   times = {}
   for name, label in labels:
     if time.time() > deadline - 5:
       print(f"{label:<44}SKIPPED: time budget")
       continue
     try:
-      fwd, fwdbwd = _common.layer_timings(kernel if name == "kernels" else name, q, k, v,
-                                          shapes.drop_ratio, iters)
+      fwd, fwdbwd = _common.layer_timings(impls.get(name, name), q, k, v, shapes.drop_ratio,
+                                          iters)
       times[name] = (fwd, fwdbwd)
       print(f"{label:<44}{1e3 * fwd:>9.3f}{1e3 * fwdbwd:>12.3f}", flush=True)
       emit({"kind": "layer", "impl": name, "fwd": fwd, "fwdbwd": fwdbwd})
     except Exception as e:  # noqa: BLE001
       failed(label, e)
-  if "kernels" in times and "cudnn" in times:
-    (kf, kb), (cf, cb) = times["kernels"], times["cudnn"]
-    print(f"{'ASAD kernels / cuDNN plain':<44}{kf / cf:>8.1f}x{kb / cb:>11.1f}x")
+  for name, label in (("kernels", "ASAD kernels / cuDNN plain"),
+                      ("kernels_cudnn", "ASAD kernels + cuDNN / cuDNN plain")):
+    if name in times and "cudnn" in times:
+      (kf, kb), (cf, cb) = times[name], times["cudnn"]
+      print(f"{label:<44}{kf / cf:>8.1f}x{kb / cb:>11.1f}x")
   print(f"\n{'kernel (each jitted alone)':<44}{'ms per layer':>12}")
   if time.time() > deadline - 5:
     print("SKIPPED: time budget")
@@ -508,6 +526,13 @@ def section_kernels(args, shapes: Shapes, deadline: float) -> None:
     full = pieces["select_full"]
     print(f"{'(2 full-search select, for comparison)':<44}{1e3 * full:>12.3f}"
           f"   select speed-up {full / pieces['select']:.2f}x")
+    library = {"dense_mask": "  dense drop mask (XLA)",
+               "masked_dpa": "  dot_product_attention + mask, fwd+bwd"}
+    print("with asad.masked_attention='cudnn', 3 and 4 become:")
+    for name, label in library.items():
+      print(f"{label:<44}{1e3 * pieces[name]:>12.3f}")
+    cudnn_sum = sum(pieces[n] for n in ("to_padded", "keys", "select", *library))
+    print(f"{'  sum':<44}{1e3 * cudnn_sum:>12.3f}")
     emit({"kind": "pieces", **pieces})
   except Exception as e:  # noqa: BLE001
     failed("per-kernel times", e)
@@ -544,8 +569,10 @@ def section_train(args, shapes: Shapes, deadline: float) -> None:
   from dropmae_jax.ops import asad
 
   kernel = _common.default_kernel()
-  impls = {"twinmae": (0.0, "reference"), "dropmae_reference": (shapes.drop_ratio, "reference"),
-           "dropmae_kernels": (shapes.drop_ratio, kernel)}
+  impls = {"twinmae": (0.0, "reference", "fused"),
+           "dropmae_reference": (shapes.drop_ratio, "reference", "fused"),
+           "dropmae_kernels": (shapes.drop_ratio, kernel, "fused"),
+           "dropmae_kernels_cudnn": (shapes.drop_ratio, kernel, "cudnn")}
   limit = (args.memory_limit_gib * (1 << 30) if args.memory_limit_gib is not None
            else _common.memory_stats().get("bytes_limit"))
   emit({"kind": "train_meta", "device": jax.devices()[0].device_kind, "kernel": kernel,
@@ -553,7 +580,7 @@ def section_train(args, shapes: Shapes, deadline: float) -> None:
   config = lambda system, batch, remat: _common.step_config(
       variant=shapes.variant, img_size=shapes.img_size, dtype=shapes.step_dtype,
       decoder=shapes.decoder, drop_ratio=impls[system][0], impl=impls[system][1], batch=batch,
-      remat=remat)
+      remat=remat, masked_attention=impls[system][2])
   state = _common.initial_state(config("twinmae", shapes.batches[0], False))
   longest = [0.0]
 
@@ -607,7 +634,8 @@ def measure_row(_common, asad, config, state, system, batch, remat, limit, iters
     gc.collect()
   peak_after = _common.memory_stats().get("peak_bytes_in_use")
   grew = peak_after is not None and (peak_before is None or peak_after > peak_before)
-  note = f"asad.impl={asad.resolve_impl(config.asad.impl)}" if system != "twinmae" else ""
+  note = (f"asad.impl={asad.resolve_impl(config.asad.impl)} "
+          f"masked_attention={config.asad.masked_attention}" if system != "twinmae" else "")
   return row_record(system, batch, remat, seconds=seconds, compiled_bytes=compiled_bytes,
                     measured_bytes=peak_after if grew else None,
                     measured_upper_bytes=None if grew else peak_after, note=note)

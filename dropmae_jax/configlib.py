@@ -34,6 +34,7 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.asad.temporal = "max"             # 'max' (released code) | 'sum' (paper) over the other frame
   c.asad.in_encoder = False           # also apply ASAD in encoder blocks (paper ablation)
   c.asad.impl = "auto"                # reference | pallas_gpu | pallas_tpu | auto (kernels verified on this hardware, else reference)
+  c.asad.masked_attention = "auto"    # fused (impl's own attention) | cudnn (impl picks cells, jax.nn.dot_product_attention: cuDNN flash where supported) | auto (measured choice, else fused)
 
   # --- data (released K700 recipe) ---
   c.data = ml_collections.ConfigDict()

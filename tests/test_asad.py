@@ -184,6 +184,47 @@ def test_masked_output_and_no_gradient_through_sampling():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("impl", ["reference", "pallas_gpu"])
+def test_masked_attention_by_dot_product_attention(impl):
+  """asad.masked_attention='cudnn': the impl selects the cells, jax.nn.dot_product_attention hides
+  them (XLA's on a CPU, cuDNN's on a GPU). Same cells as the reference draw, the output of the
+  released per-(b, h) loop, and the gradients of attention with that mask held constant."""
+  q, k, v = (jax.random.normal(jax.random.key(i), (2, 32, 2, 16)) for i in range(3))
+  seed = jnp.uint32(33)
+  attention = lambda q, k, v: asad.asad_attention(q, k, v, seed=seed, drop_ratio=0.3, impl=impl,
+                                                  masked_attention="cudnn")
+  scores = jnp.einsum("bqhd,bkhd->bhqk", q, k)
+  fixed_mask = asad.drop_mask_reference(scores, seed, drop_ratio=0.3, scale=1 / math.sqrt(16))
+  assert int(fixed_mask.sum()) == 2 * 2 * asad.num_dropped_cells(32, 0.3)
+  np.testing.assert_allclose(jax.jit(attention)(q, k, v), _naive_attention(q, k, v, fixed_mask),
+                             rtol=1e-5, atol=1e-5)
+  loss = lambda fn: (lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v))))
+  got = jax.jit(jax.grad(loss(attention), argnums=(0, 1, 2)))(q, k, v)
+  want = jax.grad(loss(lambda q, k, v: asad.attention_reference(q, k, v, fixed_mask)),
+                  argnums=(0, 1, 2))(q, k, v)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_masked_attention_by_dot_product_attention_sharded():
+  """Under a 4 x 2 mesh the kernels select per shard (global batch rows) and the library
+  attention runs on the shard: the same values and gradients as on one device."""
+  from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+  q, k, v = (jax.random.normal(jax.random.key(i), (8, 32, 2, 16)) for i in range(3))
+  seed = jnp.uint32(4)
+  loss = lambda q, k, v: jnp.sum(jnp.sin(asad.asad_attention(
+      q, k, v, seed=seed, drop_ratio=0.3, impl="pallas_gpu", masked_attention="cudnn")))
+  single = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
+  mesh = Mesh(np.array(jax.devices()[:8]).reshape(4, 2), ("data", "fsdp"),
+              axis_types=(AxisType.Auto,) * 2)
+  sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+  with jax.set_mesh(mesh):
+    sharded = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(
+        *(jax.device_put(x, sharding) for x in (q, k, v)))
+  for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(sharded)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
 def test_frame_ids_for_unequal_frames():
   """Encoder ablation: visible tokens split unevenly between frames."""
   frame_ids = jnp.asarray([[0] * 10 + [1] * 4])
@@ -205,3 +246,5 @@ def test_bad_arguments_are_named():
     asad.asad_attention(y, y, y, seed=jnp.uint32(0), drop_ratio=1.5)
   with pytest.raises(ValueError, match="impl"):
     asad.asad_attention(y, y, y, seed=jnp.uint32(0), drop_ratio=0.1, impl="nope")
+  with pytest.raises(ValueError, match="config.asad.masked_attention 'flash'"):
+    asad.asad_attention(y, y, y, seed=jnp.uint32(0), drop_ratio=0.1, masked_attention="flash")

@@ -57,3 +57,66 @@ def test_plain_attention_on_this_machine_is_softmax_attention():
   p /= p.sum(-1, keepdims=True)
   want = np.einsum("bhqk,bkhd->bqhd", p, v)
   np.testing.assert_allclose(asad.plain_attention(q, k, v), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", [H200, A100, T4, ROCM, TPU, CPU])
+def test_auto_masked_attention_only_where_measured(device, monkeypatch):
+  # Nothing measured yet: every device keeps the impl's own (fused) attention.
+  assert asad.resolve_masked_attention("auto", device) == "fused"
+  assert asad.resolve_masked_attention("cudnn", device) == "cudnn"   # a name is always obeyed
+  monkeypatch.setattr(dispatch, "MEASURED_MASKED_ATTENTION",
+                      (("gpu", (9, 0), "cudnn", "a GPU run"),))
+  hopper = device.compute_capability is not None and device.compute_capability >= (9, 0)
+  assert asad.resolve_masked_attention("auto", device) == ("cudnn" if hopper else "fused")
+
+
+@pytest.mark.parametrize("dtype, device, expected", [
+    (jnp.bfloat16, H200, "cudnn"), (jnp.float32, H200, None), (jnp.bfloat16, CPU, None)])
+def test_attention_with_drop_mask_asks_for_cudnn_where_supported(dtype, device, expected,
+                                                                  monkeypatch):
+  """The drop mask goes to jax.nn.dot_product_attention as its keep-mask, with cuDNN requested
+  exactly where dispatch.attention_implementation supports the call."""
+  calls = []
+  monkeypatch.setattr(dispatch, "current_device", lambda: device)
+  monkeypatch.setattr(asad.jax.nn, "dot_product_attention",
+                      lambda q, k, v, mask=None, implementation="?": calls.append(
+                          (mask, implementation)) or q)
+  q = jnp.zeros((1, 4, 2, 32), dtype)
+  drop = jnp.zeros((1, 2, 4, 4), bool).at[0, 1, 2, 3].set(True)
+  asad.attention_with_drop_mask(q, q, q, drop)
+  (mask, implementation), = calls
+  assert implementation == expected
+  np.testing.assert_array_equal(np.asarray(mask), ~np.asarray(drop))
+
+
+def test_model_masked_attention_field():
+  """config.asad.masked_attention reaches the decoder's attention: 'cudnn' gives the 'fused'
+  output (same cells, XLA's attention here) and both differ from attention without ASAD; a bad
+  name fails in from_config, before anything is traced; a config saved before the field existed
+  means 'auto'."""
+  import jax
+  from dropmae_jax import configlib
+  from dropmae_jax.models import mae
+  from dropmae_jax.models import vit
+  config = configlib.pretrain_defaults()
+  config.asad.impl = "reference"
+  for choice in ("fused", "cudnn"):
+    config.asad.masked_attention = choice
+    model = mae.DropMAE.from_config(config)
+    assert model.asad_masked_attention == choice
+  x = jax.random.normal(jax.random.key(3), (2, 32, 32))
+  rngs = {"asad": jax.random.key(2)}
+  outputs = {}
+  for name, settings in (("fused", vit.AsadSettings(0.3, "max", "reference", "fused")),
+                         ("cudnn", vit.AsadSettings(0.3, "max", "reference", "cudnn")),
+                         ("plain", vit.AsadSettings())):
+    layer = vit.Attention(2, settings)
+    params = jax.jit(layer.init)({"params": jax.random.key(0), **rngs}, x)
+    outputs[name] = np.asarray(jax.jit(lambda p: layer.apply(p, x, rngs=rngs))(params))
+  np.testing.assert_allclose(outputs["cudnn"], outputs["fused"], rtol=1e-5, atol=1e-6)
+  assert np.abs(outputs["plain"] - outputs["fused"]).max() > 1e-3
+  config.asad.masked_attention = "flash"
+  with pytest.raises(ValueError, match="masked_attention"):
+    mae.DropMAE.from_config(config)
+  del config.asad["masked_attention"]
+  assert mae.DropMAE.from_config(config).asad_masked_attention == "auto"

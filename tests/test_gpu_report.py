@@ -12,7 +12,8 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import gpu_report  # noqa: E402  (imports no JAX: the report's parent process never does)
 
 RESULT = re.compile(r"^RESULT dropmae_pairs_per_sec=(\S+) twinmae_pairs_per_sec=(\S+) "
-                    r"asad_layer_fwdbwd_ms=(\S+) peak_gib=(\S+) dropmae_batch=(\d+)$")
+                    r"asad_layer_fwdbwd_ms=(\S+) peak_gib=(\S+) dropmae_batch=(\d+) "
+                    r"dropmae_masked_attention=(fused|cudnn|none)$")
 
 
 def ok(system, batch, seconds, compiled=None, measured=None, remat=False):
@@ -22,8 +23,10 @@ def ok(system, batch, seconds, compiled=None, measured=None, remat=False):
 
 def test_rows_in_priority_order_and_oom_retried_with_remat():
   rows = gpu_report.plan_rows((64, 128))
-  assert rows == [("twinmae", 64), ("dropmae_kernels", 64), ("twinmae", 128),
-                  ("dropmae_kernels", 128), ("dropmae_reference", 64), ("dropmae_reference", 128)]
+  assert rows == [("twinmae", 64), ("dropmae_kernels", 64), ("dropmae_kernels_cudnn", 64),
+                  ("twinmae", 128), ("dropmae_kernels", 128), ("dropmae_kernels_cudnn", 128),
+                  ("dropmae_reference", 64), ("dropmae_reference", 128)]
+  rows = [r for r in rows if r[0] != "dropmae_kernels_cudnn"]
   calls = []
 
   def run_row(system, batch, remat):
@@ -56,12 +59,21 @@ def test_result_line_takes_each_systems_best_batch():
   line = gpu_report.result_line({"train": records,
                                  "kernels": [{"kind": "layer", "impl": "kernels", "fwd": 1e-3,
                                               "fwdbwd": 1.5e-3}]})
-  dropmae, twinmae, layer_ms, peak, batch = RESULT.match(line).groups()
-  assert float(dropmae) == pytest.approx(950.0) and int(batch) == 128
+  dropmae, twinmae, layer_ms, peak, batch, masked = RESULT.match(line).groups()
+  assert float(dropmae) == pytest.approx(950.0) and int(batch) == 128 and masked == "fused"
   assert float(twinmae) == pytest.approx(1200.0)
   assert float(layer_ms) == pytest.approx(1.5) and float(peak) == pytest.approx(17.0)
+  # The faster kernel system is DropMAE's number, with its own layer time and peak.
+  layers = [{"kind": "layer", "impl": "kernels", "fwd": 1e-3, "fwdbwd": 1.5e-3},
+            {"kind": "layer", "impl": "kernels_cudnn", "fwd": 5e-4, "fwdbwd": 9e-4}]
+  faster = records + [ok("dropmae_kernels_cudnn", 64, 64 / 1500, compiled=11 * gib)]
+  line = gpu_report.result_line({"train": faster, "kernels": layers})
+  dropmae, _, layer_ms, peak, batch, masked = RESULT.match(line).groups()
+  assert float(dropmae) == pytest.approx(1500.0) and int(batch) == 64 and masked == "cudnn"
+  assert float(layer_ms) == pytest.approx(0.9) and float(peak) == pytest.approx(11.0)
   empty = RESULT.match(gpu_report.result_line({}))
   assert all(math.isnan(float(x)) for x in empty.groups()[:4]) and empty.group(5) == "0"
+  assert empty.group(6) == "none"
 
 
 def test_train_table_prints_ratios_oom_and_missing_rows(capsys):
@@ -91,14 +103,16 @@ def test_smoke_report_runs_every_section_on_cpu():
   assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
   for title in gpu_report.TITLES.values():
     assert f"== {title}" in out
-  for line in ("device    cpu", "jax ", "asad.impl=auto -> reference", "drop masks: ",
+  for line in ("device    cpu", "jax ", "asad.impl=auto -> reference", "asad.masked_attention=auto -> fused", "drop masks: ",
                "  dq ", "plain, XLA (implementation='xla')", "ASAD kernels (pallas_gpu)",
                "2 asad_select", "4 backward (dq + dk/dv)", "select speed-up",
+               "ASAD kernels (pallas_gpu) + cuDNN attention", "kernel + cuDNN",
+               "dot_product_attention + mask, fwd+bwd", "DropMAE, pallas_gpu + cuDNN",
                "32/16/32/64/16", "TwinMAE (P = 0)"):
     assert line in out, (line, out[-3000:])
   failures = [l for l in out.splitlines() if l.startswith("FAILED")]
   assert len(failures) == 1 and "cuDNN" in failures[0], failures
   result = out.strip().splitlines()[-1]
-  dropmae, twinmae, layer_ms, peak, batch = RESULT.match(result).groups()
+  dropmae, twinmae, layer_ms, peak, batch, _ = RESULT.match(result).groups()
   assert float(dropmae) > 0 and float(twinmae) > 0 and float(layer_ms) > 0
   assert float(peak) > 0 and batch == "2"   # CPU: compiled memory analysis (no memory_stats)

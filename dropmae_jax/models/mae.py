@@ -87,6 +87,7 @@ class DropMAE(nn.Module):
   temporal: str = "max"
   asad_in_encoder: bool = False
   asad_impl: str = "reference"
+  asad_masked_attention: str = "fused"
   dtype: str = "float32"
   remat: bool = False
 
@@ -96,11 +97,15 @@ class DropMAE(nn.Module):
     if a.in_encoder and asad.resolve_impl(a.impl) != "reference":
       raise ValueError(f"config.asad.impl={a.impl!r} is a kernel, which supports the decoder's "
                        "two-frame layout only; asad.in_encoder=True needs impl='reference'")
+    # Configs saved before the field existed (a workdir's config.json) mean today's default.
+    masked_attention = a.get("masked_attention", "auto")
+    asad.resolve_masked_attention(masked_attention)   # a bad name fails here, not in a trace
     return cls(variant=m.variant, img_size=m.img_size, decoder_embed_dim=m.decoder_embed_dim,
                decoder_depth=m.decoder_depth, decoder_num_heads=m.decoder_num_heads,
                decoder_mlp_ratio=m.decoder_mlp_ratio, mask_ratio=m.mask_ratio,
                masking=m.masking, drop_ratio=a.drop_ratio, temporal=a.temporal,
-               asad_in_encoder=a.in_encoder, asad_impl=a.impl, dtype=m.dtype, remat=m.remat)
+               asad_in_encoder=a.in_encoder, asad_impl=a.impl,
+               asad_masked_attention=masked_attention, dtype=m.dtype, remat=m.remat)
 
   @property
   def patch_size(self) -> int:
@@ -116,7 +121,8 @@ class DropMAE(nn.Module):
       raise ValueError(f"config.model.img_size {self.img_size} is not a multiple of patch {p}")
     dtype = jnp.dtype(self.dtype)
     grid = self.img_size // p
-    asad_settings = vit.AsadSettings(self.drop_ratio, self.temporal, self.asad_impl)
+    asad_settings = vit.AsadSettings(self.drop_ratio, self.temporal, self.asad_impl,
+                                     self.asad_masked_attention)
     no_asad = vit.AsadSettings()
     # --- encoder ---
     self.patch_embed = vit.PatchEmbed(size.width, p, dtype)

@@ -110,6 +110,7 @@ class AsadSettings:
   drop_ratio: float = 0.0
   temporal: str = "max"
   impl: str = "reference"
+  masked_attention: str = "fused"   # who applies the chosen cells (asad.asad_attention)
 
 
 def split_qkv(qkv: jax.Array, heads: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -162,7 +163,7 @@ class Attention(nn.Module):
       seed = jax.random.bits(self.make_rng("asad"), (), jnp.uint32)
       out = asad.asad_attention(q, k, v, seed=seed, drop_ratio=self.asad.drop_ratio,
                                 frame_ids=frame_ids, temporal=self.asad.temporal,
-                                impl=self.asad.impl)
+                                impl=self.asad.impl, masked_attention=self.asad.masked_attention)
     else:
       out = asad.plain_attention(q, k, v)
     out = out.reshape(batch, length, width)

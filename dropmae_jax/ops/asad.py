@@ -153,6 +153,39 @@ def attention_reference(q: jax.Array, k: jax.Array, v: jax.Array,
 
 
 IMPLEMENTATIONS = ("reference", "pallas_gpu", "pallas_tpu", "auto")
+MASKED_ATTENTION = ("fused", "cudnn", "auto")
+
+
+def attention_with_drop_mask(q: jax.Array, k: jax.Array, v: jax.Array,
+                             drop_mask: jax.Array) -> jax.Array:
+  """`jax.nn.dot_product_attention` with the ASAD cells hidden: cuDNN's flash attention where it
+  supports the call (dispatch.attention_implementation), XLA's elsewhere (CPU tests, float32).
+
+  Args:
+    q, k, v: (B, L, H, D).
+    drop_mask: (B, H, L, L) bool, True = dropped; treated as a constant (no gradient).
+  Returns:
+    (B, L, H, D) in q's dtype.
+  """
+  chex.assert_shape(drop_mask, (q.shape[0], q.shape[2], q.shape[1], k.shape[1]))
+  impl = dispatch.attention_implementation(q.dtype, q.shape[-1], dispatch.current_device())
+  # A row always keeps its other frame's keys, so no softmax row is empty.
+  return jax.nn.dot_product_attention(q, k, v, mask=~jax.lax.stop_gradient(drop_mask),
+                                      implementation=impl)
+
+
+def resolve_masked_attention(choice: str, device: dispatch.Device | None = None) -> str:
+  """Maps config.asad.masked_attention to 'fused' or 'cudnn' on `device` (default: JAX's first).
+
+  'auto' is the choice measured on that hardware (dispatch.MEASURED_MASKED_ATTENTION), else
+  'fused'.
+  """
+  if choice not in MASKED_ATTENTION:
+    raise ValueError(f"unknown config.asad.masked_attention {choice!r}; choose from "
+                     f"{MASKED_ATTENTION}")
+  if choice == "auto":
+    return dispatch.masked_attention_for(device or dispatch.current_device())
+  return choice
 def resolve_impl(impl: str, device: dispatch.Device | None = None) -> str:
   """Maps config.asad.impl to a concrete implementation on `device` (default: JAX's first).
 
@@ -169,7 +202,7 @@ def resolve_impl(impl: str, device: dispatch.Device | None = None) -> str:
 def asad_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, seed: jax.Array,
                    drop_ratio: float, frame_ids: jax.Array | None = None,
                    temporal: Temporal = "max", impl: str = "reference",
-                   batch_offset: int = 0) -> jax.Array:
+                   masked_attention: str = "fused", batch_offset: int = 0) -> jax.Array:
   """Attention with ASAD: the decoder's attention op.
 
   Args:
@@ -180,6 +213,9 @@ def asad_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, seed: jax.Array,
     temporal: 'max' (released) | 'sum' (paper).
     impl: 'reference' (jnp), 'pallas_gpu' (Triton lowering), 'pallas_tpu' (Mosaic) or 'auto'.
       On a CPU backend the kernels run in Pallas interpret mode (tests).
+    masked_attention: who applies the chosen cells — 'fused' (the impl's own attention: the
+      Pallas forward/backward kernels, or the reference's softmax), 'cudnn'
+      (`attention_with_drop_mask`: impl selects the cells only) or 'auto'. Same cells either way.
     batch_offset: global batch index of row 0 when called per shard.
   Returns:
     (B, L, H, D).
@@ -192,6 +228,7 @@ def asad_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, seed: jax.Array,
   if not 0.0 <= drop_ratio < 1.0:
     raise ValueError(f"ASAD drop_ratio (config.asad.drop_ratio) must be in [0, 1), got {drop_ratio}")
   impl = resolve_impl(impl)
+  fused = resolve_masked_attention(masked_attention) == "fused"
   if drop_ratio == 0.0 or num_dropped_cells(length, drop_ratio) == 0:
     return plain_attention(q, k, v)
   scale = 1.0 / math.sqrt(q.shape[-1])
@@ -199,11 +236,11 @@ def asad_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, seed: jax.Array,
     if frame_ids is not None:
       raise ValueError(f"ASAD impl {impl!r} supports the decoder's two-halves layout only; use "
                        "config.asad.impl='reference' with asad.in_encoder")
-    return _kernel_attention(q, k, v, seed, drop_ratio, temporal, impl, batch_offset)
+    return _kernel_attention(q, k, v, seed, drop_ratio, temporal, impl, fused, batch_offset)
   scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
   mask = drop_mask_reference(scores, seed, drop_ratio=drop_ratio, frame_ids=frame_ids,
                              temporal=temporal, batch_offset=batch_offset, scale=scale)
-  return attention_reference(q, k, v, mask)
+  return attention_reference(q, k, v, mask) if fused else attention_with_drop_mask(q, k, v, mask)
 
 
 def _interpret_kernels() -> bool:
@@ -212,17 +249,24 @@ def _interpret_kernels() -> bool:
   return jax.default_backend() == "cpu"
 
 
-def _kernel_attention(q, k, v, seed, drop_ratio, temporal, impl, batch_offset):
+def _kernel_attention(q, k, v, seed, drop_ratio, temporal, impl, fused, batch_offset):
   """The Pallas path. Under a mesh (jax.set_mesh) the batch is split over every mesh axis with
   shard_map — Pallas calls are not partitioned automatically — and each shard hashes its global
-  batch rows, so any device count drops the same cells."""
+  batch rows, so any device count drops the same cells. fused: the kernels also compute the
+  attention; else they select the cells and `attention_with_drop_mask` applies them."""
   make_plan = lambda shape: asad_pallas.make_plan(
       shape, drop_ratio=drop_ratio, temporal=temporal, backend=impl.removeprefix("pallas_"),
       interpret=_interpret_kernels())
+
+  def attend(q, k, v, seed, plan, batch_offset):
+    if fused:
+      return asad_pallas.asad_attention(q, k, v, seed=seed, plan=plan, batch_offset=batch_offset)
+    mask = asad_pallas.drop_mask(q, k, seed, plan, batch_offset=batch_offset)
+    return attention_with_drop_mask(q, k, v, mask)
+
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or mesh.size == 1:
-    return asad_pallas.asad_attention(q, k, v, seed=seed, plan=make_plan(q.shape),
-                                      batch_offset=batch_offset)
+    return attend(q, k, v, seed, make_plan(q.shape), batch_offset)
   axes = tuple(mesh.axis_names)
   if q.shape[0] % mesh.size:
     raise ValueError(f"ASAD kernels split the batch over all {mesh.size} devices of the mesh; "
@@ -232,7 +276,7 @@ def _kernel_attention(q, k, v, seed, drop_ratio, temporal, impl, batch_offset):
 
   def per_shard(q, k, v, seed):
     offset = batch_offset + jax.lax.axis_index(axes) * local_shape[0]
-    return asad_pallas.asad_attention(q, k, v, seed=seed, plan=plan, batch_offset=offset)
+    return attend(q, k, v, seed, plan, offset)
 
   batch = jax.sharding.PartitionSpec(axes)
   return jax.shard_map(per_shard, mesh=mesh, in_specs=(batch, batch, batch,

@@ -18,6 +18,8 @@ never hold more than one block of query rows against one frame of keys:
              one bit per cell on GPU (a word per column of a row block), int8 on TPU.
   4. backward: dq over row blocks, dk/dv over key blocks, reading that mask (the keys slab is
              freed after the forward pass).
+With asad.masked_attention='cudnn' only kernels 1-2 run: `drop_mask` lays their cells out as a
+dense mask for `jax.nn.dot_product_attention` (cuDNN's flash attention) instead of 3-4.
 
 Layout inside: (B, H, 2·n_pad, ·) — each frame's n tokens padded to
 n_pad = max(128, 2^⌈log2 n⌉) rows, so that frame boundaries fall on block boundaries and every
@@ -363,6 +365,13 @@ def drop_selection(q, k, seed, plan: Plan, batch_offset=0):
   return keys, tau, cutoff
 
 
+def drop_mask(q, k, seed, plan: Plan, batch_offset=0) -> jax.Array:
+  """Kernels 1-2 on (B, L, H, D) inputs -> the dense (B, H, L, L) bool drop mask, for an attention
+  library to apply (`asad.attention_with_drop_mask`). No gradient flows through it."""
+  q, k = lax.stop_gradient(q), lax.stop_gradient(k)
+  return dense_mask(*drop_selection(q, k, seed, plan, batch_offset), plan)
+
+
 def dense_keys(keys: jax.Array, plan: Plan) -> jax.Array:
   """The keys slab as the reference's (B, H, L, L) int32 map (0 off the same-frame blocks)."""
   n, npad = plan.frame_len, plan.padded
@@ -373,11 +382,22 @@ def dense_keys(keys: jax.Array, plan: Plan) -> jax.Array:
 
 
 def dense_mask(keys, tau, cutoff, plan: Plan) -> jax.Array:
-  """The drop rule of the kernels applied to a dense key map: (B, H, L, L) bool."""
-  dense = dense_keys(keys, plan)
-  flat = jnp.arange(plan.length * plan.length, dtype=jnp.int32).reshape(plan.length, plan.length)
-  tau, cutoff = tau[:, :, None, None], cutoff[:, :, None, None]
-  return (dense > tau) | ((dense == tau) & (flat <= cutoff))
+  """The drop rule of the kernels on the keys slab, laid out densely: (B, H, L, L) bool.
+
+  Built from the two same-frame blocks and concatenated with the (never dropped) cross-frame
+  blocks, so that XLA writes it — or the bias an attention library makes of it — in one fusion
+  that reads only the slab's real cells.
+  """
+  n, npad = plan.frame_len, plan.padded
+  slab = keys.reshape(plan.batch, plan.heads, 2, npad, npad)[:, :, :, :n, :n]
+  frame = jnp.arange(2, dtype=jnp.int32)[:, None, None]
+  rows = jnp.arange(n, dtype=jnp.int32)[None, :, None]
+  cols = jnp.arange(n, dtype=jnp.int32)[None, None, :]
+  dropped = _dropped(slab, tau[:, :, None, None, None], cutoff[:, :, None, None, None], frame,
+                     rows, cols, plan)
+  cross = jnp.zeros((plan.batch, plan.heads, n, n), bool)
+  return jnp.concatenate([jnp.concatenate([dropped[:, :, 0], cross], axis=-1),
+                          jnp.concatenate([cross, dropped[:, :, 1]], axis=-1)], axis=-2)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))

@@ -1,9 +1,13 @@
 """Which attention implementation runs where: the one place that decides.
 
-Two choices, both by the device JAX computes on:
+Three choices, all by the device JAX computes on:
   * `asad_impl_for(device)`: what `config.asad.impl='auto'` means. A kernel is listed only where its
     masks and speed were measured on that hardware (`MEASURED_ASAD_KERNELS`); elsewhere the jnp
     reference runs.
+  * `masked_attention_for(device)`: what `config.asad.masked_attention='auto'` means — whether the
+    chosen cells are applied by the ASAD implementation's own attention ('fused': the Pallas
+    forward/backward kernels, or the reference's softmax) or by `jax.nn.dot_product_attention`
+    with the drop mask ('cudnn'). Listed only where measured (`MEASURED_MASKED_ATTENTION`).
   * `attention_implementation(dtype, head_dim, device)`: unmasked attention (encoder, TwinMAE decoder,
     ASAD with P = 0) through cuDNN's fused flash attention on NVIDIA GPUs where cuDNN supports the
     shape and dtype, else XLA's. Measured on an H200 (shared/measurements/2026-11-27-h200.md): one
@@ -52,15 +56,31 @@ MEASURED_ASAD_KERNELS: tuple[tuple[str, tuple[int, int] | None, str, str], ...] 
 )
 
 
-def asad_impl_for(device: Device) -> str:
-  for platform, min_cc, kernel, _ in MEASURED_ASAD_KERNELS:
+def _first_measured(table, device: Device, default: str) -> str:
+  """The choice of the first row of `table` that matches `device`, else `default`."""
+  for platform, min_cc, choice, _ in table:
     if device.platform != platform:
       continue
     if min_cc is not None and (device.compute_capability is None
                                or device.compute_capability < min_cc):
       continue
-    return kernel
-  return "reference"
+    return choice
+  return default
+
+
+def asad_impl_for(device: Device) -> str:
+  return _first_measured(MEASURED_ASAD_KERNELS, device, "reference")
+
+
+# (platform, minimum compute capability, choice, evidence), as MEASURED_ASAD_KERNELS. Empty until
+# `benchmarks/gpu_report.py` has timed 'cudnn' against 'fused' on a GPU (rows "ASAD kernels +
+# cuDNN attention" and "DropMAE, ... + cuDNN attention"); 'cudnn' is reasoned to be faster on
+# Hopper (README: "The masked attention through cuDNN"), but reasoning is not a measurement.
+MEASURED_MASKED_ATTENTION: tuple[tuple[str, tuple[int, int] | None, str, str], ...] = ()
+
+
+def masked_attention_for(device: Device) -> str:
+  return _first_measured(MEASURED_MASKED_ATTENTION, device, "fused")
 
 
 # cuDNN's fused attention (flash) needs Ampere or newer, fp16/bf16 and head dims that are
