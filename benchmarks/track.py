@@ -174,7 +174,7 @@ def main():
         f"{args.dtype}, {device} x{jax.device_count()}, {len(sequences)} synthetic sequences")
   print(f"{'search':>7}{'row':>34}{'frames/s':>12}{'vs model, 1 seq':>18}")
   for search, one, batched, e2e, e2e_b in rows:
-    for label, fps in ((f"model only, 1 sequence", one), (f"model only, {args.slots} sequences", batched),
+    for label, fps in (("model only, 1 sequence", one), (f"model only, {args.slots} sequences", batched),
                        ("end to end, 1 sequence", e2e), (f"end to end, {args.slots} sequences", e2e_b)):
       print(f"{search:>7}{label:>34}{fps:>12.1f}{fps / one:>17.2f}x")
   print(f"{'':>7}{'released OSTrack-384, RTX 2080 Ti':>34}{58.0:>12.1f}{'(paper)':>18}")

@@ -299,3 +299,40 @@ def test_pretraining_starts_from_imported_weights(tmp_path):
   io.save_params(str(tmp_path / "wide"), fresh_params(other), other)
   with pytest.raises(ValueError, match="init_from"):
     loop._load_initial_params(state, str(tmp_path / "wide"), shardings)
+
+
+def test_params_from_a_workdir_pass_their_fingerprint(tmp_path, caplog):
+  """config.init_from=WORKDIR and `export WORKDIR` read the newest checkpoint whose arrays pass
+  the fingerprint saved with them; a damaged one is named and skipped, not moved (the run that
+  owns the folder may still be writing), and none usable is one error naming each step."""
+  import glob
+  from dropmae_jax.train import checkpoint
+  config_json = tiny_config().to_json_best_effort()
+  rng = np.random.default_rng(0)
+  states = {step: {"params": {"w": rng.normal(size=(256, 64)).astype(np.float32)},
+                   "step": np.int32(step)} for step in (1, 2)}
+  with checkpoint.Checkpointer(str(tmp_path), keep=3, async_save=False) as ckpt:
+    for step, state in states.items():
+      ckpt.save(step, state, meta={"counters": {"step": step}, "config": config_json})
+  params, config = io.load_params(str(tmp_path))
+  np.testing.assert_array_equal(params["w"], states[2]["params"]["w"])
+  assert config.model.variant == "micro/16"
+
+  def rot(step):   # bit rot in the step's array data: a flipped bit in every 256 bytes
+    files = glob.glob(str(tmp_path / "checkpoints" / str(step) / "state" / "ocdbt.process_0" /
+                          "d" / "*"))
+    path = max(files, key=os.path.getsize)
+    data = bytearray(open(path, "rb").read())
+    for i in range(0, len(data), 256):
+      data[i] ^= 0x10
+    open(path, "wb").write(bytes(data))
+
+  rot(2)
+  with caplog.at_level("WARNING"):
+    params, _ = io.load_params(str(tmp_path))
+  np.testing.assert_array_equal(params["w"], states[1]["params"]["w"])
+  assert "using checkpoint step 1" in caplog.text and "step 2:" in caplog.text
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+  rot(1)
+  with pytest.raises(io.ConvertError, match=r"no checkpoint can be used — step 2: .*; step 1: "):
+    io.load_params(str(tmp_path))

@@ -109,19 +109,45 @@ def load_params(path: str) -> tuple[dict, ml_collections.ConfigDict]:
     with open(os.path.join(path, CONFIG_FILE)) as f:
       config_json = f.read()
   elif os.path.isdir(os.path.join(path, "checkpoints")):
-    manager = ocp.CheckpointManager(os.path.join(path, "checkpoints"))
-    step = manager.latest_step()
-    if step is None:
-      raise ConvertError(f"{path}/checkpoints holds no finished checkpoint")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                             meta=ocp.args.JsonRestore()))
-    params, config_json = restored["state"]["params"], restored["meta"]["config"]
-    manager.close()
+    params, config_json = _newest_good_params(os.path.join(path, "checkpoints"))
   else:
     raise ConvertError(f"{path}: neither an imported checkpoint (DIR/{PARAMS_DIR}) nor a "
                        "training workdir (WORKDIR/checkpoints)")
   config = ml_collections.ConfigDict(json.loads(config_json))
   return _to_numpy(params), config
+
+
+def _newest_good_params(directory: str) -> tuple[dict, str]:
+  """(params, config JSON) of the newest checkpoint in a training run's `directory` that reads
+  and passes the fingerprint saved with it. Read-only: a damaged checkpoint is reported and
+  skipped, never moved (the run that owns the folder may still be writing to it)."""
+  from absl import logging
+  from dropmae_jax.train import checkpoint
+  manager = ocp.CheckpointManager(directory)
+  try:
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+      raise ConvertError(f"{directory} holds no finished checkpoint")
+    damaged = []
+    for step in steps:
+      try:
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+        meta = dict(restored["meta"] or {})
+        problem = checkpoint.fingerprint_problem(restored["state"], meta)
+      except Exception as e:  # pylint: disable=broad-except
+        problem = f"it cannot be read ({type(e).__name__}: {str(e).strip()[:100]})"
+      if problem is None and ("params" not in restored["state"] or "config" not in meta):
+        problem = "it holds no 'params' or no 'config' (not a pre-training checkpoint)"
+      if problem is None:
+        if damaged:
+          logging.warning("%s: using checkpoint step %d; newer ones are damaged: %s", directory,
+                          step, "; ".join(damaged))
+        return restored["state"]["params"], meta["config"]
+      damaged.append(f"step {step}: {problem}")
+    raise ConvertError(f"{directory}: no checkpoint can be used — " + "; ".join(damaged))
+  finally:
+    manager.close()
 
 
 def _to_numpy(tree):

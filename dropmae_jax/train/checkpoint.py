@@ -181,6 +181,30 @@ def state_fingerprint(state: Any) -> dict[str, list]:
           for (p, _), x, s in zip(flat, leaves, sums)}
 
 
+def _arrays_problem(state: Any, recorded: dict[str, list]) -> str | None:
+  """Why restored arrays differ from their fingerprint's record, or None."""
+  got = state_fingerprint(state)
+  # A leaf cast to another dtype on restore (dtypes are cast) has other bits: not comparable.
+  bad = sorted(k for k, v in recorded.items()
+               if k in got and got[k][1] == v[1] and got[k][2:] != v[2:])
+  if bad:
+    return f"{len(bad)} array(s) fail the fingerprint, e.g. {', '.join(bad[:3])}"
+  return None
+
+
+def fingerprint_problem(state: Any, meta: dict) -> str | None:
+  """Why a checkpoint read as saved — its state pytree and its JSON meta with the fingerprint
+  still in it — fails that fingerprint, or None (also when it was written without one). For
+  readers outside a run (`convert.io.load_params`); `Checkpointer.restore` checks the same."""
+  meta = dict(meta)
+  fingerprint = meta.pop(FINGERPRINT_KEY, None)
+  if fingerprint is None:
+    return None
+  if _canonical_crc(meta) != fingerprint.get("meta"):
+    return "its meta (counters, config) fails the fingerprint"
+  return _arrays_problem(state, fingerprint["state"])
+
+
 def _canonical_crc(value: Any) -> int:
   """CRC32 of a JSON value written with sorted keys (what a round trip through JSON keeps)."""
   return zlib.crc32(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
@@ -509,13 +533,9 @@ class Checkpointer:
     return state, meta
 
   def _check_arrays(self, step: int, state: Any, recorded: dict[str, list]) -> None:
-    got = state_fingerprint(state)
-    # A leaf cast to another dtype on restore (dtypes are cast) has other bits: not comparable.
-    bad = sorted(k for k, v in recorded.items()
-                 if k in got and got[k][1] == v[1] and got[k][2:] != v[2:])
-    if bad:
-      raise self._damaged(step, f"{len(bad)} array(s) fail the fingerprint, e.g. "
-                          f"{', '.join(bad[:3])}")
+    problem = _arrays_problem(state, recorded)
+    if problem:
+      raise self._damaged(step, problem)
 
   def _check_data_file(self, step: int, recorded: list[int]) -> None:
     """This process's iterator-state file (grain: data/process_<i>-of-<n>.json) against the
