@@ -122,7 +122,7 @@ def _newest_good_params(directory: str) -> tuple[dict, str]:
   and passes the fingerprint saved with it. Read-only: a damaged checkpoint is reported and
   skipped, never moved (the run that owns the folder may still be writing to it)."""
   from absl import logging
-  from dropmae_jax.train import checkpoint
+  from dropmae_jax.train import fingerprint
   manager = ocp.CheckpointManager(directory)
   try:
     steps = sorted(manager.all_steps(), reverse=True)
@@ -134,7 +134,7 @@ def _newest_good_params(directory: str) -> tuple[dict, str]:
         restored = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
         meta = dict(restored["meta"] or {})
-        problem = checkpoint.fingerprint_problem(restored["state"], meta)
+        problem = fingerprint.fingerprint_problem(restored["state"], meta)
       except Exception as e:  # pylint: disable=broad-except
         problem = f"it cannot be read ({type(e).__name__}: {str(e).strip()[:100]})"
       if problem is None and ("params" not in restored["state"] or "config" not in meta):

@@ -20,22 +20,23 @@ import json
 import logging as py_logging
 import os
 import threading
-import zlib
 from typing import Any
 
 import grain
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from dropmae_jax.train import fingerprint as fingerprints
+
 # Shown per kind of difference when a checkpoint does not fit: enough to see the pattern.
 _MAX_LISTED = 5
-# The key of `meta` holding the fingerprint; stripped from the meta that `restore` returns.
-FINGERPRINT_KEY = "_fingerprint"
 QUARANTINE_PREFIX = "corrupt-"
+# Part of this module's surface (tests and tools check a state or a meta with them).
+FINGERPRINT_KEY = fingerprints.FINGERPRINT_KEY
+state_fingerprint = fingerprints.state_fingerprint
 
 
 class CheckpointError(RuntimeError):
@@ -70,27 +71,10 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
                       tree, shardings)
 
 
-def _path_str(path: tuple) -> str:
-  """'params/blocks_0/attn/qkv/kernel' for a pytree path.
-
-  Dict keys, attribute names and sequence indices all become plain names, because orbax stores
-  a flax struct / namedtuple as a dict and reads tuples back as lists.
-  """
-  parts = []
-  for entry in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(entry, attr):
-        parts.append(str(getattr(entry, attr)))
-        break
-    else:
-      parts.append(str(entry))
-  return "/".join(parts)
-
-
 def _flat_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], Any]]:
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   # getattr: orbax describes saved Python scalars with metadata that may lack shape/dtype.
-  return {_path_str(p): (tuple(getattr(x, "shape", ())), getattr(x, "dtype", None))
+  return {fingerprints.path_str(p): (tuple(getattr(x, "shape", ())), getattr(x, "dtype", None))
           for p, x in leaves}
 
 
@@ -120,104 +104,6 @@ def _describe_flat(a: dict[str, tuple], b: dict[str, tuple]) -> list[str]:
     lines.append(f"{len(reshaped)} shape mismatch(es) (checkpoint vs this run): " + ", ".join(
         f"{k}: {a[k][0]} vs {b[k][0]}" for k in reshaped[:_MAX_LISTED]))
   return lines
-
-
-# ------------------------------------------------------------------------------ fingerprints
-#
-# Per leaf, two sums of the raw bits read as uint32 words, modulo 2**32: s1 = Σ w_i and
-# s2 = Σ w_i·(2654435761·i + 1) (i = the word's index in the flattened leaf). Integer addition
-# modulo 2**32 is associative and commutative, so the sums are exact and do not depend on the
-# summation order, hence not on the mesh or sharding that wrote or restores the arrays; a
-# restore onto another mesh matches bit for bit. Flipping bit k of one word changes s1 by ±2**k,
-# never 0 modulo 2**32, so every single bit flip is detected; s2 weighs words by position, so
-# swapped or shifted blocks and most multi-bit damage are caught too.
-
-_MIX = np.uint32(2654435761)  # Knuth's multiplicative hash constant (odd)
-
-
-def _words(x: jax.Array) -> jax.Array:
-  """The leaf's raw bits as a flat uint32 vector (16/8-bit dtypes widened, 64-bit split)."""
-  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-    x = jax.random.key_data(x)
-  if x.dtype == jnp.bool_:
-    return x.astype(jnp.uint32).reshape(-1)
-  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
-  return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32).reshape(-1)
-
-
-@jax.jit
-def _leaf_sums(leaves: list[jax.Array]) -> jax.Array:
-  """(num_leaves, 2) uint32: [s1, s2] per leaf (see above)."""
-  rows = []
-  for x in leaves:
-    w = _words(x)
-    weight = jax.lax.iota(jnp.uint32, w.size) * _MIX + jnp.uint32(1)
-    rows.append(jnp.stack([jnp.sum(w, dtype=jnp.uint32), jnp.sum(w * weight, dtype=jnp.uint32)]))
-  if not rows:
-    return jnp.zeros((0, 2), jnp.uint32)
-  return jnp.stack(rows)
-
-
-def state_fingerprint(state: Any) -> dict[str, list]:
-  """{leaf path: [shape, dtype name, s1, s2]} of a pytree of arrays.
-
-  One jitted reduction over the state (it reads each array once, like the copy a save makes)
-  and one small fetch; exact and independent of sharding (see the comment above).
-  """
-  flat = jax.tree_util.tree_flatten_with_path(state)[0]
-  leaves = [x if isinstance(x, jax.Array) else jnp.asarray(x) for _, x in flat]
-  # One jitted call per set of devices (a jitted call takes arrays of one device set; the state
-  # may mix, e.g. a step counter on one device and sharded params on the mesh).
-  groups: dict[frozenset, list[int]] = {}
-  for i, x in enumerate(leaves):
-    groups.setdefault(frozenset(d.id for d in x.sharding.device_set), []).append(i)
-  per_group = jax.device_get([_leaf_sums([leaves[i] for i in members])
-                              for members in groups.values()])
-  sums: list[Any] = [None] * len(leaves)
-  for members, rows in zip(groups.values(), per_group):
-    for i, row in zip(members, np.asarray(rows)):
-      sums[i] = row
-  return {_path_str(p): [list(x.shape), str(x.dtype), int(s[0]), int(s[1])]
-          for (p, _), x, s in zip(flat, leaves, sums)}
-
-
-def _arrays_problem(state: Any, recorded: dict[str, list]) -> str | None:
-  """Why restored arrays differ from their fingerprint's record, or None."""
-  got = state_fingerprint(state)
-  # A leaf cast to another dtype on restore (dtypes are cast) has other bits: not comparable.
-  bad = sorted(k for k, v in recorded.items()
-               if k in got and got[k][1] == v[1] and got[k][2:] != v[2:])
-  if bad:
-    return f"{len(bad)} array(s) fail the fingerprint, e.g. {', '.join(bad[:3])}"
-  return None
-
-
-def fingerprint_problem(state: Any, meta: dict) -> str | None:
-  """Why a checkpoint read as saved — its state pytree and its JSON meta with the fingerprint
-  still in it — fails that fingerprint, or None (also when it was written without one). For
-  readers outside a run (`convert.io.load_params`); `Checkpointer.restore` checks the same."""
-  meta = dict(meta)
-  fingerprint = meta.pop(FINGERPRINT_KEY, None)
-  if fingerprint is None:
-    return None
-  if _canonical_crc(meta) != fingerprint.get("meta"):
-    return "its meta (counters, config) fails the fingerprint"
-  return _arrays_problem(state, fingerprint["state"])
-
-
-def _canonical_crc(value: Any) -> int:
-  """CRC32 of a JSON value written with sorted keys (what a round trip through JSON keeps)."""
-  return zlib.crc32(json.dumps(value, sort_keys=True, separators=(",", ":")).encode())
-
-
-def _data_state_crc(state: Any) -> int:
-  """CRC of a grain iterator state: a dict (DatasetIterator) or JSON bytes (DataLoader)."""
-  if isinstance(state, (bytes, str)):
-    try:
-      state = json.loads(state)
-    except ValueError:
-      return zlib.crc32(state.encode() if isinstance(state, str) else state)
-  return _canonical_crc(json.loads(json.dumps(state)))  # tuples -> lists, as on disk
 
 
 def _gather(value: int) -> list[int]:
@@ -356,9 +242,10 @@ class Checkpointer:
     # failed write stops the run at once instead of one interval later.
     self._confirm_pending()
     meta = dict(meta or {})
-    fingerprint = {"state": state_fingerprint(state), "meta": _canonical_crc(meta)}
+    fingerprint = {"state": fingerprints.state_fingerprint(state),
+                   "meta": fingerprints.canonical_crc(meta)}
     if data_iterator is not None:
-      fingerprint["data"] = _gather(_data_state_crc(data_iterator.get_state()))
+      fingerprint["data"] = _gather(fingerprints.data_state_crc(data_iterator.get_state()))
     meta[FINGERPRINT_KEY] = fingerprint
     items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
     if data_iterator is not None:
@@ -500,7 +387,7 @@ class Checkpointer:
       logging.warning("checkpoint step %d was written without a fingerprint (an older version); "
                       "restoring it unchecked", step)
     else:
-      if _canonical_crc(meta) != fingerprint.get("meta"):
+      if fingerprints.canonical_crc(meta) != fingerprint.get("meta"):
         raise self._damaged(step, "its meta (counters, config) fails the fingerprint")
       # The saved tree must be the one the fingerprint describes: a difference is damage to
       # orbax's metadata, while a tree that differs from *this run's* is a config change.
@@ -533,7 +420,7 @@ class Checkpointer:
     return state, meta
 
   def _check_arrays(self, step: int, state: Any, recorded: dict[str, list]) -> None:
-    problem = _arrays_problem(state, recorded)
+    problem = fingerprints.arrays_problem(state, recorded)
     if problem:
       raise self._damaged(step, problem)
 
@@ -551,7 +438,7 @@ class Checkpointer:
       raise self._damaged(step, f"its input-pipeline position file data/{name} is missing")
     try:
       with open(path, "rb") as f:
-        crc = _data_state_crc(f.read().decode())
+        crc = fingerprints.data_state_crc(f.read().decode())
     except (OSError, UnicodeDecodeError) as e:
       raise self._damaged(step, f"data/{name} cannot be read ({_short(e)})") from e
     if len(recorded) != jax.process_count() or crc != recorded[jax.process_index()]:
@@ -580,7 +467,7 @@ class Checkpointer:
       want = fingerprint["data"]
       index = jax.process_index()
       if (len(want) != jax.process_count()
-          or _data_state_crc(data_iterator.get_state()) != want[index]):
+          or fingerprints.data_state_crc(data_iterator.get_state()) != want[index]):
         raise self._damaged(step, "its input-pipeline position fails the fingerprint")
 
   def _mismatch_message(self, step: int, detail: str) -> str:
