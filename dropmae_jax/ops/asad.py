@@ -186,6 +186,8 @@ def resolve_masked_attention(choice: str, device: dispatch.Device | None = None)
   if choice == "auto":
     return dispatch.masked_attention_for(device or dispatch.current_device())
   return choice
+
+
 def resolve_impl(impl: str, device: dispatch.Device | None = None) -> str:
   """Maps config.asad.impl to a concrete implementation on `device` (default: JAX's first).
 
