@@ -79,7 +79,7 @@ def test_attention_with_drop_mask_asks_for_cudnn_where_supported(dtype, device, 
   calls = []
   monkeypatch.setattr(dispatch, "current_device", lambda: device)
   monkeypatch.setattr(asad.jax.nn, "dot_product_attention",
-                      lambda q, k, v, mask=None, implementation="?": calls.append(
+                      lambda q, k, v, mask=None, implementation=None: calls.append(
                           (mask, implementation)) or q)
   q = jnp.zeros((1, 4, 2, 32), dtype)
   drop = jnp.zeros((1, 2, 4, 4), bool).at[0, 1, 2, 3].set(True)
@@ -87,6 +87,29 @@ def test_attention_with_drop_mask_asks_for_cudnn_where_supported(dtype, device, 
   (mask, implementation), = calls
   assert implementation == expected
   np.testing.assert_array_equal(np.asarray(mask), ~np.asarray(drop))
+
+
+def test_a_cudnn_refusal_at_trace_time_falls_back_to_xla(monkeypatch, caplog):
+  """JAX's cuDNN binding may refuse a call when it is traced (old cuDNN, unsupported lengths):
+  the attention then runs through XLA, with one warning, instead of stopping the run."""
+  calls = []
+
+  def fake(q, k, v, mask=None, implementation=None):
+    calls.append(implementation)
+    if implementation == "cudnn":
+      raise NotImplementedError("Unsupported sequence length Q 391, KV 391.")
+    return q
+
+  monkeypatch.setattr(dispatch, "current_device", lambda: H200)
+  monkeypatch.setattr(dispatch.jax.nn, "dot_product_attention", fake)
+  dispatch._warn_cudnn_refused.cache_clear()
+  q = jnp.zeros((1, 4, 2, 32), jnp.bfloat16)
+  with caplog.at_level("WARNING"):
+    for _ in range(2):
+      assert asad.plain_attention(q, q, q) is q
+  assert calls == ["cudnn", None, "cudnn", None]
+  warnings = [r.getMessage() for r in caplog.records if "cuDNN attention refused" in r.getMessage()]
+  assert len(warnings) == 1 and "Unsupported sequence length" in warnings[0], warnings
 
 
 def test_model_masked_attention_field():

@@ -168,10 +168,8 @@ def attention_with_drop_mask(q: jax.Array, k: jax.Array, v: jax.Array,
     (B, L, H, D) in q's dtype.
   """
   chex.assert_shape(drop_mask, (q.shape[0], q.shape[2], q.shape[1], k.shape[1]))
-  impl = dispatch.attention_implementation(q.dtype, q.shape[-1], dispatch.current_device())
   # A row always keeps its other frame's keys, so no softmax row is empty.
-  return jax.nn.dot_product_attention(q, k, v, mask=~jax.lax.stop_gradient(drop_mask),
-                                      implementation=impl)
+  return dispatch.dot_product_attention(q, k, v, mask=~jax.lax.stop_gradient(drop_mask))
 
 
 def resolve_masked_attention(choice: str, device: dispatch.Device | None = None) -> str:
@@ -289,5 +287,4 @@ def _kernel_attention(q, k, v, seed, drop_ratio, temporal, impl, fused, batch_of
 def plain_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   """Unmasked attention, (B, L, H, D) -> (B, L, H, D): cuDNN's flash attention where it supports
   the call (dispatch.attention_implementation), else XLA's."""
-  impl = dispatch.attention_implementation(q.dtype, q.shape[-1], dispatch.current_device())
-  return jax.nn.dot_product_attention(q, k, v, implementation=impl)
+  return dispatch.dot_product_attention(q, k, v)

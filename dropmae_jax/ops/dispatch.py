@@ -8,6 +8,8 @@ Three choices, all by the device JAX computes on:
     chosen cells are applied by the ASAD implementation's own attention ('fused': the Pallas
     forward/backward kernels, or the reference's softmax) or by `jax.nn.dot_product_attention`
     with the drop mask ('cudnn'). Listed only where measured (`MEASURED_MASKED_ATTENTION`).
+And `dot_product_attention(q, k, v, mask)`, the call both unmasked attention and ASAD's 'cudnn'
+choice make: cuDNN where `attention_implementation` says, XLA's if cuDNN refuses it at trace time.
   * `attention_implementation(dtype, head_dim, device)`: unmasked attention (encoder, TwinMAE decoder,
     ASAD with P = 0) through cuDNN's fused flash attention on NVIDIA GPUs where cuDNN supports the
     shape and dtype, else XLA's. Measured on an H200 (shared/measurements/2026-11-27-h200.md): one
@@ -21,6 +23,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,3 +101,24 @@ def attention_implementation(dtype, head_dim: int, device: Device) -> str | None
       and head_dim % 8 == 0 and head_dim <= CUDNN_MAX_HEAD_DIM):
     return "cudnn"
   return None
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_cudnn_refused(call: str, reason: str) -> None:
+  logging.warning("cuDNN attention refused %s (%s); using XLA's attention for it", call, reason)
+
+
+def dot_product_attention(q, k, v, mask=None):
+  """`jax.nn.dot_product_attention` (q, k, v: (B, L, H, D); mask: (B, H, L, L) bool, True =
+  keep) through cuDNN where `attention_implementation` chooses it, else XLA's. JAX's cuDNN
+  binding checks the call when it is traced (cuDNN version, head dim, lengths with a bias); a
+  refusal there falls back to XLA with one warning per kind of call instead of stopping a run."""
+  impl = attention_implementation(q.dtype, q.shape[-1], current_device())
+  if impl is not None:
+    try:
+      return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+    except (NotImplementedError, RuntimeError) as e:
+      call = f"q {tuple(q.shape)} {jnp.dtype(q.dtype).name}" + (" with a mask" if mask is not None
+                                                                  else "")
+      _warn_cudnn_refused(call, f"{type(e).__name__}: {str(e).strip()[:200]}")
+  return jax.nn.dot_product_attention(q, k, v, mask=mask)
