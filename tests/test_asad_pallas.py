@@ -152,37 +152,46 @@ def test_gpu_select_stays_exact_when_the_sample_misleads():
 
 
 def test_gpu_select_falls_back_to_the_full_search_when_a_group_overflows():
-  """31 keys around the K-th, one apart and all in one row's first 32 columns, while every other
-  key is 10^4 away: the bracket ends holding all 31 in one group, which gathers 2. The full
-  search must take over and still return lax.top_k's cells."""
-  shape = (1, 392, 1, 32)
+  """31 keys around the K-th, one apart, while every other key is 10^4 away: the bracket ends
+  holding all 31. Head 0 has them in one row's first 32 columns, a group that gathers 4: the full
+  search must take over — for that head only — and still return lax.top_k's cells. Head 1 has
+  them one per row: gathered, no full search."""
+  shape = (1, 392, 2, 32)
   plan = asad_pallas.make_plan(shape, drop_ratio=0.1, temporal="max", backend="gpu",
                                interpret=True)
   n, npad, kth = plan.frame_len, plan.padded, plan.num_drop
-  slab = np.zeros((2, npad, npad), np.int64)
-  eligible = np.zeros((2, npad, npad), bool)
-  eligible[:, :n, :n] = ~np.eye(n, dtype=bool)
-  cluster = [(0, 40, c) for c in range(31)]             # frame 0, row 40, columns 0..30
-  for cell in cluster:
-    eligible[cell] = False
-  others = np.argwhere(eligible)
-  rng = np.random.default_rng(3)
-  others = others[rng.permutation(len(others))]
-  # Ranks (1 = largest): 1..K-16 far above the cluster, K-15..K+15 the cluster, the rest below.
-  above = kth - 16
-  base = 10 ** 4 * (len(others) + 10)
-  slab[tuple(others[:above].T)] = base + 10 ** 4 * np.arange(above, 0, -1)
-  slab[tuple(np.array(cluster).T)] = base - np.arange(1, 32)
-  slab[tuple(others[above:].T)] = base - 10 ** 4 * np.arange(1, len(others) - above + 1)
-  assert slab.max() < 2 ** 31 and slab[slab > 0].min() > 0
-  keys = jnp.asarray(slab.reshape(1, 1, 2 * npad, npad).astype(np.int32))
+
+  def slab_with_cluster(cluster):
+    slab = np.zeros((2, npad, npad), np.int64)
+    eligible = np.zeros((2, npad, npad), bool)
+    eligible[:, :n, :n] = ~np.eye(n, dtype=bool)
+    for cell in cluster:
+      eligible[cell] = False
+    others = np.argwhere(eligible)
+    others = others[np.random.default_rng(3).permutation(len(others))]
+    # Ranks (1 = largest): 1..K-16 far above the cluster, K-15..K+15 the cluster, the rest below.
+    above = kth - 16
+    base = 10 ** 4 * (len(others) + 10)
+    slab[tuple(others[:above].T)] = base + 10 ** 4 * np.arange(above, 0, -1)
+    slab[tuple(np.array(cluster).T)] = base - np.arange(1, 32)
+    slab[tuple(others[above:].T)] = base - 10 ** 4 * np.arange(1, len(others) - above + 1)
+    assert slab.max() < 2 ** 31 and slab[slab > 0].min() > 0
+    return slab.reshape(2 * npad, npad), base
+
+  one_group, base = slab_with_cluster([(0, 40, c) for c in range(31)])  # row 40, columns 0..30
+  one_a_row, _ = slab_with_cluster([(0, 40 + r, 1) for r in range(31)])  # rows 40..70, column 1
+  keys = jnp.asarray(np.stack([one_group, one_a_row])[None].astype(np.int32))
   _, _, exact_needed, _ = asad_select.bracket_select(keys, plan)
-  assert np.asarray(exact_needed).all()
+  np.testing.assert_array_equal(np.asarray(exact_needed), [[True, False]])
   tau, cutoff = asad_pallas.select_threshold(keys, plan)
   np.testing.assert_array_equal(np.asarray(tau), top_k_threshold(keys, plan))
-  assert int(tau[0, 0]) == base - 16                      # rank K: the cluster's 16th
+  assert (np.asarray(tau) == base - 16).all()             # rank K: the cluster's 16th
   mask = np.asarray(asad_pallas.dense_mask(keys, tau, cutoff, plan))
-  np.testing.assert_array_equal(mask.reshape(1, 1, -1), top_k_mask(keys, plan))
+  np.testing.assert_array_equal(mask.reshape(1, 2, -1), top_k_mask(keys, plan))
+  # The fallback searches only the heads asked for: head 1's program makes no pass (its τ stays
+  # the search's starting bound, 0), head 0's finds the K-th key.
+  tau_full, _ = asad_select.exact_select(keys, plan, needed=exact_needed)
+  np.testing.assert_array_equal(np.asarray(tau_full), [[base - 16, 0]])
 
 
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])

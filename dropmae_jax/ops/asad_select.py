@@ -7,11 +7,12 @@ GPU fallback). On GPU three things cut it to ~2:
     slab row, and the first pass checks it while splitting it 14 ways;
   * the passes stop once the bracket holds at most _GATHER_LIMIT cells — locating τ's exact bit
     pattern would take ~4 more, since neighbouring keys lie ~2^11 patterns apart;
-  * one more sweep gathers those few cells (per row and 32-column group, by masked row maxima:
-    no scatter, which Pallas cannot express portably) and τ is read from them outside the kernel.
-A sample bracket that misses τ only costs passes. A group holding more bracket cells than it can
-gather, or more ties at τ than the gathered flat indices can order, falls back to the full
-search: exact in every case, fast in the usual one.
+  * one more sweep gathers those few cells (per row and 32-column group, the 4 largest distinct
+    values by masked row maxima: no scatter, which Pallas cannot express portably) and τ is read
+    from them outside the kernel.
+A sample bracket that misses τ only costs passes. A (b, h) with a group holding more bracket
+values than it can gather, or more ties at τ than the gathered flat indices can order, falls back
+to the full search, run for that (b, h) only: exact in every case, fast in the usual one.
 """
 from __future__ import annotations
 
@@ -36,7 +37,12 @@ _SAMPLE_PER_ROW = 4  # keys each real slab row gives the GPU select's sample (ha
 _SAMPLE_SPREAD = 5.0  # the sample bracket's half-width in standard deviations of the K-th's rank
 _GATHER_LIMIT = 64   # bracket cells at which the GPU select stops counting and gathers
 _GATHER_COLUMNS = 32  # columns per gathered group
-_GATHER_ROUNDS = 2   # cells (distinct values) gathered per row and group
+# Cells (distinct values) gathered per row and group. Emulated on 16,384 decoder heads at 224²
+# (benchmarks/asad_select_fallbacks.py): the most distinct bracket values one (row, 32-column
+# group) held was 1 in 11,430 heads, 2 in 4,872, 3 in 81, 4 in 1 — with 2 slots 0.5% of heads
+# overflowed, so a layer of 1,024 (b, h) almost always needed the full search; 4 slots leave
+# ~1e-6 a head.
+_GATHER_ROUNDS = 4
 
 
 def _count_passes(keys_ref, thresholds, predicate, plan: Plan):
@@ -70,11 +76,12 @@ def _narrow(state, thresholds, counts, on_lo_side):
   return lo, hi, c_lo, c_hi
 
 
-def _bisect(count, bracket, on_lo_side, stop_cells: int = 0):
+def _bisect(count, bracket, on_lo_side, stop_cells: int = 0, active=True):
   """Narrows an integer bracket (lo, hi, count(lo), count(hi)) until hi = lo + 1 or, with
   stop_cells > 0 and counts of keys >= the bound, until it holds at most stop_cells cells.
 
   count(thresholds) -> their counts in one sweep; each pass counts 15 evenly spaced thresholds.
+  active: a traced bool; False makes no pass at all (the bracket comes back as given).
   Returns the final bracket and the number of passes it took.
   """
   def body(state):
@@ -86,8 +93,8 @@ def _bisect(count, bracket, on_lo_side, stop_cells: int = 0):
   def unresolved(state):
     lo, hi, c_lo, c_hi, _ = state
     if stop_cells:
-      return (hi - lo > 1) & (c_lo - c_hi > stop_cells)
-    return hi - lo > 1
+      return active & (hi - lo > 1) & (c_lo - c_hi > stop_cells)
+    return active & (hi - lo > 1)
 
   return lax.while_loop(unresolved, body, (*bracket, jnp.int32(0)))
 
@@ -106,11 +113,13 @@ def _full_bracket(plan: Plan):
           jnp.int32(0))
 
 
-def _exact_select_body(keys_ref, *, plan: Plan):
-  """Returns (τ, cutoff): drop the cells with key > τ, and those with key == τ and flat <= cutoff."""
+def _exact_select_body(needed, keys_ref, *, plan: Plan):
+  """Returns (τ, cutoff): drop the cells with key > τ, and those with key == τ and flat <= cutoff.
+  needed: int32, 0 = this (b, h) is not asked for: no pass runs and (τ, cutoff) mean nothing."""
   k = jnp.int32(plan.num_drop)
+  active = needed != 0
   tau, _, count_ge, count_gt, _ = _bisect(_slab_counter(keys_ref, _keys_at_least, plan),
-                                       _full_bracket(plan), lambda c: c >= k)
+                                       _full_bracket(plan), lambda c: c >= k, active=active)
   # Cells tied at τ: lax.top_k keeps the lower flat indices. Usually all ties fit and the search
   # below starts already narrowed (hi = lo + 1).
   need, ties = k - count_gt, count_ge - count_gt
@@ -118,7 +127,7 @@ def _exact_select_body(keys_ref, *, plan: Plan):
   lo = jnp.where(ties > need, jnp.int32(-1), last - 1)
   _, cutoff, _, _, _ = _bisect(
       _slab_counter(keys_ref, lambda keys, flat, t: (keys == tau) & (flat <= t), plan),
-      (lo, last, jnp.int32(0), ties), lambda c: c < need)
+      (lo, last, jnp.int32(0), ties), lambda c: c < need, active=active)
   return tau, cutoff
 
 
@@ -251,14 +260,21 @@ def _threshold_from_gathered(cells, counts, flats, lo, hi, c_lo, c_hi, overflow,
   return tau, cutoff, exact_needed
 
 
-def exact_select(keys, plan: Plan):
+def exact_select(keys, plan: Plan, needed=None):
   """The full search: (τ, cutoff) by counting passes to the exact key (8 for real keys), then
-  the flat-index cutoff when ties at τ exceed what fits. TPU's select, GPU's fallback."""
+  the flat-index cutoff when ties at τ exceed what fits. TPU's select, GPU's fallback.
+
+  needed: optional (B, H) bool; a (b, h) where it is False makes no pass (its program only
+  writes placeholders), so a fallback for a few heads costs those heads, not the batch's search.
+  """
   slab = (None, None, 2 * plan.padded, plan.padded)
+  needed = (jnp.ones((plan.batch, plan.heads), jnp.int32) if needed is None
+            else jnp.asarray(needed).astype(jnp.int32))
   return pallas_backend.pallas_call(
       functools.partial(_exact_select_body, plan=plan), plan, grid=(plan.batch, plan.heads),
-      inputs=[(keys, slab, lambda b, h: (b, h, 0, 0))], scalar_outputs=2, parallel=False,
-      vmem_bytes=asad_plan.select_vmem_bytes(plan), name="asad_select")
+      scalars=[(needed, True)], inputs=[(keys, slab, lambda b, h: (b, h, 0, 0))],
+      scalar_outputs=2, parallel=False, vmem_bytes=asad_plan.select_vmem_bytes(plan),
+      name="asad_select")
 
 
 def bracket_select(keys, plan: Plan):
@@ -282,11 +298,12 @@ def select_threshold(keys, plan: Plan):
   """Kernel 2. keys (B, H, 2·n_pad, n_pad) int32 -> (τ, cutoff), each (B, H) int32.
 
   GPU: bracket and gather (`bracket_select`), with the full search for the (b, h) that need it —
-  run only when some do. TPU: the full search (its key slab sits in VMEM, so passes are cheap).
+  launched only when some do, and then searching only those. TPU: the full search (its key slab
+  sits in VMEM, so passes are cheap).
   """
   if plan.backend != "gpu":
     return exact_select(keys, plan)
   tau, cutoff, exact_needed, _ = bracket_select(keys, plan)
-  exact = lambda: exact_select(keys, plan)
+  exact = lambda: exact_select(keys, plan, needed=exact_needed)
   tau_exact, cutoff_exact = lax.cond(jnp.any(exact_needed), exact, lambda: (tau, cutoff))
   return jnp.where(exact_needed, tau_exact, tau), jnp.where(exact_needed, cutoff_exact, cutoff)
