@@ -100,6 +100,24 @@ def kernel_mask(kernel: str, q, k, ratio: float, seed=1) -> jax.Array:
   return asad_pallas.dense_mask(keys, tau, cutoff, plan)
 
 
+def select_statistics(kernel: str, q, k, ratio: float, seed=1) -> tuple[dict[int, int], int]:
+  """The GPU select on this layer's (b, h): ({slab passes: heads}, heads that need the full
+  search) — what benchmarks/asad_select_fallbacks.py estimates, measured on the device."""
+  from dropmae_jax.ops import asad_select
+  plan = kernel_plan(kernel, q.shape, ratio)
+  seed = jnp.uint32(seed)
+
+  def statistics(q, k):
+    keys = asad_pallas.sampling_keys(asad_pallas.to_padded(q, plan),
+                                     asad_pallas.to_padded(k, plan), seed, 0, plan)
+    _, _, needed, passes = asad_select.bracket_select(keys, plan)
+    return needed, passes
+
+  needed, passes = jax.jit(statistics)(q, k)
+  counts = np.bincount(np.asarray(passes).reshape(-1))
+  return {p: int(n) for p, n in enumerate(counts) if n}, int(np.asarray(needed).sum())
+
+
 def mask_disagreement(kernel: str, q, k, ratio: float, mask=None) -> tuple[int, int]:
   """(cells dropped differently, cells dropped) between the kernel and the reference.
 

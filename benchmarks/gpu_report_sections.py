@@ -130,6 +130,14 @@ def section_check(args, shapes: Shapes, deadline: float) -> None:
     record.update(flipped=flipped, dropped=dropped)
   except Exception as e:  # noqa: BLE001
     failed("drop-mask comparison", e)
+  if kernel == "pallas_gpu":
+    try:
+      passes, needed = _common.select_statistics(kernel, q, k, shapes.drop_ratio)
+      print(f"GPU select: heads by slab passes {passes}; {needed} of {b * h} heads needed the "
+            "full search (benchmarks/asad_select_fallbacks.py expects ~1e-6 a head)")
+      record.update(select_passes=passes, select_full_search=needed)
+    except Exception as e:  # noqa: BLE001
+      failed("GPU select statistics", e)
   try:
     errors = _common.kernel_errors(kernel, q, k, v, shapes.drop_ratio, mask)
     print("max |error| / max |exact| against float32 attention under the kernel's own mask:")

@@ -104,6 +104,7 @@ def test_smoke_report_runs_every_section_on_cpu():
   for title in gpu_report.TITLES.values():
     assert f"== {title}" in out
   for line in ("device    cpu", "jax ", "asad.impl=auto -> reference", "asad.masked_attention=auto -> fused", "drop masks: ",
+               "GPU select: heads by slab passes",
                "  dq ", "plain, XLA (implementation='xla')", "ASAD kernels (pallas_gpu)",
                "2 asad_select", "4 backward (dq + dk/dv)", "select speed-up",
                "ASAD kernels (pallas_gpu) + cuDNN attention", "kernel + cuDNN",
