@@ -322,7 +322,7 @@ def result_line(results: dict[str, list[dict]]) -> str:
     peak = peak_bytes / (1 << 30) if peak_bytes else nan
   fwdbwd = 1e3 * layer["fwdbwd"] if layer and layer.get("fwdbwd") is not None else nan
   return (f"RESULT dropmae_pairs_per_sec={pps(drop):.1f} twinmae_pairs_per_sec={pps(twin):.1f} "
-          f"asad_layer_fwdbwd_ms={fwdbwd:.3f} peak_gib={peak:.2f} "
+          f"asad_layer_fwdbwd_ms={fwdbwd:.3f} peak_gib={peak:.4g} "
           f"dropmae_batch={drop['batch'] if drop else 0} "
           f"dropmae_masked_attention={masked if drop else 'none'}")
 
