@@ -1,12 +1,17 @@
-"""Test-wide setup: 8 fake CPU devices for the sharding tests, absl flags parsed for grain, and
-one persistent compilation cache for the session."""
+"""Test-wide setup: 8 fake CPU devices for the sharding tests, XLA at -O0, absl flags parsed for
+grain, one persistent compilation cache for the session, and the slowest files scheduled first."""
 import atexit
 import os
 import shutil
 import tempfile
 
-# Must happen before JAX initialises its backends.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Must happen before JAX initialises its backends. LLVM optimisation level 0: the suite's
+# programs are tiny and run for a few steps, so compiling them is most of its time; at -O0 XLA
+# compiles a tiny train step in ~40% less time, and runs it slower by a fraction of a second
+# (XLA's fast-math stays off at every level). test_cli.py and test_multiprocess.py, which give
+# their subprocesses XLA_FLAGS of their own, add it there too.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                      "--xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # Many tests run the same tiny model through fresh `jax.jit` objects (a new trainer run, a
@@ -30,6 +35,50 @@ if not flags.FLAGS.is_parsed():
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+# ------------------------------------------------------------------ order of files (xdist)
+
+# CI runs `pytest -n 2 --dist loadfile`: each file runs whole on one worker, and a worker asks
+# for the next file from a queue when it is nearly done with its current one. xdist orders that
+# queue by the number of tests in a file, which put the files with few but slow tests (training
+# runs, subprocesses, notebooks) last, where one of them could keep a worker busy for minutes
+# after the other had run out of work. Slowest files first instead (longest processing time
+# first): the files left for the end are the short ones, and both workers finish together.
+# (test_train.py early also means its compiled pre-training step is in the compilation cache by
+# the time test_faults.py and test_vos.py train the same program.) Approximate seconds of each
+# file on one worker of a full 2-worker run; files not listed take a few seconds to ~20 s and
+# keep their collection order after these. Re-measure with `--durations=0` when a file's time
+# changes a lot.
+FILE_SECONDS = {
+    "test_asad_pallas.py": 300,
+    "test_train.py": 170,
+    "test_droptrack_train.py": 160,
+    "test_faults.py": 135,
+    "test_gpu_report.py": 130,
+    "test_asad.py": 110,
+    "test_colabs.py": 100,
+    "test_vos.py": 85,
+    "test_droptrack_sharding.py": 80,
+    "test_convert.py": 50,
+    "test_multiprocess.py": 45,
+    "test_cli.py": 40,
+    "test_model.py": 40,
+    "test_tracker.py": 25,
+    "test_train_utils.py": 25,
+    "test_ostrack.py": 20,
+}
+
+
+def pytest_configure(config):
+  # Keep the queue in the collection order set below (xdist >= 3.6 re-sorts it by test count).
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+  # A stable sort: the tests of a file keep their order.
+  items.sort(key=lambda item: -FILE_SECONDS.get(os.path.basename(str(item.path)), 0))
 
 
 def write_video(path, num_frames: int, height: int = 48, width: int = 64, seed: int = 0):

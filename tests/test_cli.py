@@ -22,9 +22,11 @@ CONFIGS = os.path.join(ROOT, "configs")
 
 
 def cli_env() -> dict:
-  # One CPU device (the tiny batch need not divide conftest's 8 fake ones), no TPU probing.
+  # One CPU device (the tiny batch need not divide conftest's 8 fake ones), no TPU probing;
+  # LLVM -O0 as conftest.py sets for the suite (compiling is most of a tiny run's time).
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["JAX_PLATFORMS"] = "cpu"
+  env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
   return env
 
 
