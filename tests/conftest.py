@@ -5,13 +5,17 @@ import os
 import shutil
 import tempfile
 
-# Must happen before JAX initialises its backends. LLVM optimisation level 0: the suite's
-# programs are tiny and run for a few steps, so compiling them is most of its time; at -O0 XLA
-# compiles a tiny train step in ~40% less time, and runs it slower by a fraction of a second
-# (XLA's fast-math stays off at every level). test_cli.py and test_multiprocess.py, which give
-# their subprocesses XLA_FLAGS of their own, add it there too.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
-                      "--xla_backend_optimization_level=0")
+# XLA CPU options for compiling fast: the suite's programs are tiny and run for a few steps, so
+# compiling them is most of its time. LLVM at -O0 and XLA's classic (elemental) emitters for
+# fusions instead of the newer MLIR fusion emitters: together they compile a tiny DropTrack train
+# step in ~8 s instead of ~20 s (a DropMAE one in ~6 s instead of ~13 s), and run it slower by
+# a fraction of a second. XLA's fast-math stays off either way. test_cli.py and
+# test_multiprocess.py, which give their subprocesses XLA_FLAGS of their own, add these too.
+FAST_COMPILE_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+
+# Must happen before JAX initialises its backends.
+os.environ.setdefault("XLA_FLAGS",
+                      f"--xla_force_host_platform_device_count=8 {FAST_COMPILE_XLA_FLAGS}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # Many tests run the same tiny model through fresh `jax.jit` objects (a new trainer run, a
@@ -45,24 +49,25 @@ import pytest  # noqa: E402
 # runs, subprocesses, notebooks) last, where one of them could keep a worker busy for minutes
 # after the other had run out of work. Slowest files first instead (longest processing time
 # first): the files left for the end are the short ones, and both workers finish together.
-# (test_train.py early also means its compiled pre-training step is in the compilation cache by
-# the time test_faults.py and test_vos.py train the same program.) Approximate seconds of each
+# (It also runs test_train.py before test_faults.py and test_vos.py, which train its compiled
+# pre-training step, and test_droptrack_train.py before test_droptrack_sharding.py, which starts
+# from its compiled tracker init: compilation-cache hits.) Approximate seconds of each
 # file on one worker of a full 2-worker run; files not listed take a few seconds to ~20 s and
 # keep their collection order after these. Re-measure with `--durations=0` when a file's time
 # changes a lot.
 FILE_SECONDS = {
-    "test_asad_pallas.py": 300,
-    "test_train.py": 170,
-    "test_droptrack_train.py": 160,
-    "test_faults.py": 135,
-    "test_gpu_report.py": 130,
-    "test_asad.py": 110,
-    "test_colabs.py": 100,
-    "test_vos.py": 85,
+    "test_asad_pallas.py": 280,
+    "test_gpu_report.py": 210,
+    "test_train.py": 200,
+    "test_colabs.py": 165,
+    "test_faults.py": 160,
+    "test_droptrack_train.py": 120,
+    "test_asad.py": 90,
     "test_droptrack_sharding.py": 80,
-    "test_convert.py": 50,
-    "test_multiprocess.py": 45,
-    "test_cli.py": 40,
+    "test_vos.py": 70,
+    "test_convert.py": 60,
+    "test_multiprocess.py": 60,
+    "test_cli.py": 45,
     "test_model.py": 40,
     "test_tracker.py": 25,
     "test_train_utils.py": 25,

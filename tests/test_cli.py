@@ -10,6 +10,7 @@ import sys
 import ml_collections
 import pytest
 
+from conftest import FAST_COMPILE_XLA_FLAGS
 from conftest import write_video
 from dropmae_jax import cli_config
 from dropmae_jax import configlib
@@ -23,10 +24,10 @@ CONFIGS = os.path.join(ROOT, "configs")
 
 def cli_env() -> dict:
   # One CPU device (the tiny batch need not divide conftest's 8 fake ones), no TPU probing;
-  # LLVM -O0 as conftest.py sets for the suite (compiling is most of a tiny run's time).
+  # conftest's fast-compile XLA options (compiling is most of a tiny run's time).
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env["JAX_PLATFORMS"] = "cpu"
-  env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+  env["XLA_FLAGS"] = FAST_COMPILE_XLA_FLAGS
   return env
 
 

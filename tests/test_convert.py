@@ -288,7 +288,8 @@ def test_pretraining_starts_from_imported_weights(tmp_path):
   io.save_params(str(tmp_path / "imp"), params, config)
   model = mae.DropMAE.from_config(config)
   tx = optim.make_optimizer(config, 10)
-  state = step_lib.create_state(model, tx, 0, jnp.zeros((1, 2, IMG, IMG, 3)))
+  # Under jit: one program to compile (op by op, a first init compiles every op).
+  state = jax.jit(lambda: step_lib.create_state(model, tx, 0, jnp.zeros((1, 2, IMG, IMG, 3))))()
   mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
   shardings = sharding.state_shardings(jax.eval_shape(lambda: state), mesh)
   started = loop._load_initial_params(state, str(tmp_path / "imp"), shardings)

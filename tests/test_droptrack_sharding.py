@@ -13,6 +13,7 @@ import pytest
 
 from dropmae_jax import configlib
 from dropmae_jax.models import ostrack
+from dropmae_jax.train import loop
 from dropmae_jax.train import sharding
 from dropmae_jax.train import step as step_lib
 from dropmae_jax.train import tracking_optim
@@ -34,6 +35,18 @@ def random_batch(rng: np.random.Generator, b: int, config) -> dict[str, np.ndarr
           "search_brightness": rng.uniform(0.8, 1.2, b).astype(np.float32),
           "search_box": np.concatenate([xy, wh], 1).astype(np.float32),
           "skip_count": rng.integers(0, 2, b).astype(np.int32)}
+
+
+def initial_state(config):
+  """A fresh state (host arrays) from the trainer's own program: `task.create_state` jitted with
+  the state's shardings on the default mesh. test_droptrack_train.py's runs compile that program,
+  so this is a compilation-cache hit when that file ran first (the tracker's init is one of its
+  slowest programs to compile)."""
+  task = droptrack.DropTrackTask(config, "")
+  task.build(loop.plan_run(config, config.data.samples_per_epoch))
+  mesh = sharding.make_mesh(configlib.droptrack_defaults().mesh)
+  shardings = sharding.state_shardings(jax.eval_shape(task.create_state), mesh)
+  return jax.device_get(jax.jit(task.create_state, out_shardings=shardings)())
 
 
 def run_track_steps(config, mesh, state, batches, keep_ratios):
@@ -68,9 +81,7 @@ def test_sharded_run_matches_one_device(data, fsdp, monkeypatch):
   config.model.drop_path_rate = 0.1
   rng = np.random.default_rng(0)
   batches = [random_batch(rng, 16, config) for _ in range(2)]
-  model = ostrack.OSTrackCE.from_config(config)
-  tx, _ = tracking_optim.make_tracking_optimizer(config, config.steps_per_epoch)
-  state = jax.device_get(jax.jit(lambda: step_lib.create_track_state(model, tx, 0))())
+  state = initial_state(config)
   one = sharding.make_mesh(configlib.droptrack_defaults().mesh, devices=jax.devices()[:1])
   config.mesh.data, config.mesh.fsdp = data, fsdp
   many = sharding.make_mesh(config.mesh)
@@ -105,7 +116,7 @@ def test_masked_warmup_step_equals_removing_tokens():
   batch = random_batch(np.random.default_rng(1), 8, config)
   model = ostrack.OSTrackCE.from_config(config)
   tx, schedule = tracking_optim.make_tracking_optimizer(config, config.steps_per_epoch)
-  state = jax.jit(lambda: step_lib.create_track_state(model, tx, 0))()
+  state = initial_state(config)
   ratio = 0.85
   counts = model.keep_counts(ratio)
   assert counts == [14]  # ceil(0.85 * 16): between CE off (16) and the final 0.7 (12)

@@ -154,9 +154,11 @@ def test_norm_pix_target_uses_unbiased_variance():
 def test_loss_scores_hidden_patches_only():
   model = tiny_model()
   frames = jax.random.normal(jax.random.key(4), (2, 2, 64, 64, 3))
-  variables = model.init(RNGS, frames)
+  # init and apply under jit here and below: one program each (op by op, the first model call
+  # in a process compiles every op).
+  variables = jax.jit(model.init)(RNGS, frames)
   rngs = {"masking": jax.random.key(5), "asad": jax.random.key(6)}
-  out = model.apply(variables, frames, rngs=rngs)
+  out = jax.jit(model.apply)(variables, frames, rngs=rngs)
   assert out.pred.shape == (2, 32, 16 * 16 * 3) and out.mask.shape == (2, 32)
   loss = mae.reconstruction_loss(frames, out, 16)
   visible = (out.mask == 0)[..., None]
@@ -180,9 +182,9 @@ def test_bf16_and_tube_and_encoder_asad_run():
   frames = jax.random.normal(jax.random.key(8), (2, 2, 64, 64, 3))
   for model in (tiny_model(dtype="bfloat16"), tiny_model(masking="tube"),
                 tiny_model(asad_in_encoder=True, mask_ratio=0.5)):
-    variables = model.init(RNGS, frames)
-    out = model.apply(variables, frames, rngs={"masking": jax.random.key(1),
-                                                "asad": jax.random.key(2)})
+    variables = jax.jit(model.init)(RNGS, frames)
+    out = jax.jit(model.apply)(variables, frames, rngs={"masking": jax.random.key(1),
+                                                         "asad": jax.random.key(2)})
     assert jnp.isfinite(mae.reconstruction_loss(frames, out, 16))
     assert jax.tree.leaves(variables)[0].dtype == jnp.float32
 
@@ -192,7 +194,8 @@ def test_twinmae_has_no_asad_randomness():
   frames = jax.random.normal(jax.random.key(9), (2, 2, 64, 64, 3))
   for ratio, should_differ in ((0.0, False), (0.3, True)):
     model = tiny_model(drop_ratio=ratio)
-    variables = model.init(RNGS, frames)
-    run = lambda k: model.apply(variables, frames, rngs={"masking": jax.random.key(1),
-                                                         "asad": jax.random.key(k)}).pred
+    variables = jax.jit(model.init)(RNGS, frames)
+    apply = jax.jit(model.apply)
+    run = lambda k: apply(variables, frames, rngs={"masking": jax.random.key(1),
+                                                   "asad": jax.random.key(k)}).pred
     assert bool(jnp.any(run(1) != run(2))) == should_differ

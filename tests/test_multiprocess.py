@@ -8,6 +8,8 @@ import textwrap
 import portpicker
 import pytest
 
+from conftest import FAST_COMPILE_XLA_FLAGS
+
 WORKER = textwrap.dedent("""
     import os, sys
     import jax
@@ -33,11 +35,10 @@ WORKER = textwrap.dedent("""
 def test_two_processes_train_and_checkpoint(video_tree, tmp_path):
   port = portpicker.pick_unused_port()
   workdir = tmp_path / "run"
-  # Two devices a process; LLVM -O0 as conftest.py sets for the suite (compiling is most of
-  # this test's time).
+  # Two devices a process, and conftest's fast-compile XLA options (compiling is most of this
+  # test's time).
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2 "
-                       "--xla_backend_optimization_level=0")
+             XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {FAST_COMPILE_XLA_FLAGS}")
   env.pop("JAX_COORDINATOR_ADDRESS", None)
   tests_dir = os.path.dirname(os.path.abspath(__file__))
   procs = [subprocess.Popen([sys.executable, "-c", WORKER, f"127.0.0.1:{port}", str(i),

@@ -27,7 +27,7 @@ def test_remat_gives_the_same_loss_and_gradients():
   # ASAD in the encoder too: both block stacks are rematerialised with their ASAD draws.
   frames = jax.random.normal(jax.random.key(3), (2, 2, 64, 64, 3))
   plain, remat = tiny_model(False, asad_in_encoder=True), tiny_model(True, asad_in_encoder=True)
-  params = plain.init({"params": jax.random.key(0), **RNGS}, frames)["params"]
+  params = jax.jit(plain.init)({"params": jax.random.key(0), **RNGS}, frames)["params"]
   # Same parameter tree: remat is a pure execution choice, checkpoints stay interchangeable.
   remat_shapes = jax.eval_shape(remat.init, {"params": jax.random.key(0), **RNGS}, frames)["params"]
   assert jax.tree.structure(remat_shapes) == jax.tree.structure(params)

@@ -140,11 +140,13 @@ def read_metrics(workdir):
 
 def test_kill_and_resume_reproduces_losses(video_tree, tmp_path):
   config = tiny_config(video_tree)
+  config.ckpt_every = 4  # fewer saves (each takes seconds), still one before the kill
   straight = str(tmp_path / "straight")
   loop.train_and_evaluate(config, straight)
   resumed = str(tmp_path / "resumed")
   first = tiny_config(video_tree)
-  first.max_steps = 5  # "killed" after step 5 (a checkpoint at 3 and the stop save at 5)
+  first.ckpt_every = 4
+  first.max_steps = 5  # "killed" after step 5 (a checkpoint at 4 and the stop save at 5)
   loop.train_and_evaluate(first, resumed)
   assert sorted(read_metrics(resumed)) == [1, 2, 3, 4, 5]
   loop.train_and_evaluate(config, resumed)

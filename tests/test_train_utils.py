@@ -100,7 +100,7 @@ def _flat(tree) -> dict[str, Any]:
 
 
 def test_weight_decay_mask_exact_leaves():
-  params = SmallNet().init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  params = jax.jit(SmallNet().init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
   mask = _flat(optim.weight_decay_mask(params))
   assert mask == {
       "mask_token": True,                  # (1, 1, D): decayed in the released code
@@ -131,8 +131,10 @@ def test_adamw_matches_numpy(clip):
   model = SmallNet()
   x = jax.random.normal(jax.random.key(1), (5, 8, 8, 3))
   y = jax.random.normal(jax.random.key(2), (5, 4, 2))
-  params = model.init(jax.random.key(0), x)["params"]
+  params = jax.jit(model.init)(jax.random.key(0), x)["params"]
   loss = lambda p: jnp.mean((model.apply({"params": p}, x) - y) ** 2)
+  # Compiled once each (op by op, a first run compiles every op of the model and of AdamW).
+  grad_fn, update_fn = jax.jit(jax.grad(loss)), jax.jit(tx.update)
 
   ref = {k: np.asarray(v, np.float64) for k, v in _flat(params).items()}
   m = {k: np.zeros_like(v) for k, v in ref.items()}
@@ -141,7 +143,7 @@ def test_adamw_matches_numpy(clip):
              "proj/kernel"}
   opt_state = tx.init(params)
   for t in range(1, steps + 1):
-    grads = jax.grad(loss)(params)
+    grads = grad_fn(params)
     g = {k: np.asarray(a, np.float64) for k, a in _flat(grads).items()}
     if clip > 0:
       norm = math.sqrt(sum(float(np.sum(a ** 2)) for a in g.values()))
@@ -154,7 +156,7 @@ def test_adamw_matches_numpy(clip):
       m_hat, v_hat = m[k] / (1 - b1 ** t), v[k] / (1 - b2 ** t)
       decay = wd * ref[k] if k in decayed else 0.0
       ref[k] = ref[k] - step_lr * (m_hat / (np.sqrt(v_hat) + eps) + decay)
-    updates, opt_state = tx.update(grads, opt_state, params)
+    updates, opt_state = update_fn(grads, opt_state, params)
     params = jax.tree.map(lambda p, u: p + u, params, updates)
     # Parameters are compared each step, so the numpy grads above use the same point.
     for k, got in _flat(params).items():
