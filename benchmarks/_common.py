@@ -15,12 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dropmae_jax import configlib
+from dropmae_jax.config import defaults as configlib
 from dropmae_jax.models import mae
-from dropmae_jax.ops import asad
-from dropmae_jax.ops import asad_pallas
-from dropmae_jax.train import optim
-from dropmae_jax.train import step as step_lib
+from dropmae_jax.ops.asad import attention as asad
+from dropmae_jax.ops.asad import kernels as asad_pallas
+from dropmae_jax.pretrain import optim
+from dropmae_jax.pretrain import step as step_lib
 
 GIB = float(1 << 30)
 
@@ -103,7 +103,7 @@ def kernel_mask(kernel: str, q, k, ratio: float, seed=1) -> jax.Array:
 def select_statistics(kernel: str, q, k, ratio: float, seed=1) -> tuple[dict[int, int], int]:
   """The GPU select on this layer's (b, h): ({slab passes: heads}, heads that need the full
   search) — what benchmarks/asad_select_fallbacks.py estimates, measured on the device."""
-  from dropmae_jax.ops import asad_select
+  from dropmae_jax.ops.asad import select as asad_select
   plan = kernel_plan(kernel, q.shape, ratio)
   seed = jnp.uint32(seed)
 

@@ -25,7 +25,7 @@ sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)),
                 os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 from _common import layer_timings, mask_disagreement, time_step  # noqa: E402
 
-from dropmae_jax import configlib  # noqa: E402
+from dropmae_jax.config import defaults as configlib  # noqa: E402
 
 RELEASED_MASK_MS_PER_LAYER = 29.7        # DESIGN §2, H100, batch 64: the mask alone
 RELEASED_STEP = {"twinmae": 718, "dropmae": 202}   # pairs/s, H100, batch 64, eager fp16

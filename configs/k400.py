@@ -7,7 +7,7 @@ global batch 4096.
 The released K400 checkpoint and its training log run 1600 epochs (the log ends at epoch 1599);
 the released README's example command says 400, which is `k400_400ep`.
 """
-from dropmae_jax import configlib
+from dropmae_jax.config import defaults as configlib
 
 
 def get_config():

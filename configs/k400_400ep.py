@@ -4,7 +4,7 @@
   python -m dropmae_jax.main --config=k400_400ep --workdir=/ckpt/k400_400ep \
       --config.data.root=/data/kinetics400/train
 """
-from dropmae_jax import configlib
+from dropmae_jax.config import defaults as configlib
 
 
 def get_config():

@@ -3,7 +3,7 @@
   python -m dropmae_jax.main --config=configs/k700.py --workdir=/ckpt/k700 \
       --config.data.root=/data/kinetics700/train
 """
-from dropmae_jax import configlib
+from dropmae_jax.config import defaults as configlib
 
 
 def get_config():

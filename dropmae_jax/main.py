@@ -16,7 +16,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from dropmae_jax import cli_config
+from dropmae_jax.config import cli as cli_config
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and figures go.")
 _DISTRIBUTED = flags.DEFINE_bool(

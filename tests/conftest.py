@@ -3,7 +3,19 @@ grain, one persistent compilation cache for the session, and the slowest files s
 import atexit
 import os
 import shutil
+import sys
 import tempfile
+
+# tests/ mirrors the package (tests/track/ for dropmae_jax/track/, ...). Test files share helpers
+# across those folders (tests/convert uses tests/models/test_model.py's tables, several folders
+# train test_train.py's tiny config), so every test folder is importable whatever was collected
+# first.
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+for _entry in sorted(os.listdir(TESTS_DIR)):
+  _folder = os.path.join(TESTS_DIR, _entry)
+  if os.path.isdir(_folder) and not _entry.startswith((".", "_")) and _folder not in sys.path:
+    sys.path.append(_folder)
 
 # XLA CPU options for compiling fast: the suite's programs are tiny and run for a few steps, so
 # compiling them is most of its time. LLVM at -O0 and XLA's classic (elemental) emitters for

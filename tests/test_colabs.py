@@ -177,7 +177,7 @@ def test_image_count_sees_a_figure_that_is_not_shown(tmp_path):
   nb = nbformat.v4.new_notebook(metadata={"dropmae": {"min_images": 2}})
   nb.cells = [
       nbformat.v4.new_code_cell("%matplotlib inline\nimport matplotlib.pyplot as plt\n"
-                                "from dropmae_jax.train import figures\n"
+                                "from dropmae_jax.pretrain import figures\n"
                                 "plt.plot([0, 1], [1, 0])\nplt.show()"),
       nbformat.v4.new_code_cell("import matplotlib\nmatplotlib.use('Agg')\n"
                                 "plt.plot([0, 1], [0, 1])\nplt.show()"),

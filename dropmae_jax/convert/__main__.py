@@ -21,10 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dropmae_jax import configlib
+from dropmae_jax.config import cli as cli_config
 from dropmae_jax.convert import io
 from dropmae_jax.convert import layout
-from dropmae_jax.convert import tracker_layout
 from dropmae_jax.models import mae
 
 
@@ -37,20 +36,10 @@ def fresh_params(config) -> dict:
   return jax.tree.map(np.asarray, params)
 
 
-def _load_config(path: str):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("user_config", path)
-  if spec is None or not os.path.isfile(path):
-    raise io.ConvertError(f"--config {path}: no such config file")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def run_import(src: str, out: str, config_path: str | None) -> list[str]:
   state = io.read_torch_state_dict(src)
   layout.check_is_mae_vit(state)
-  config = _load_config(config_path) if config_path else io.infer_model_config(state)
+  config = cli_config.load_config(config_path) if config_path else io.infer_model_config(state)
   model = mae.DropMAE.from_config(config)
   grid = config.model.img_size // model.patch_size
   params, report = layout.state_dict_to_params(state, fresh_params(config), grid=grid)
@@ -69,34 +58,18 @@ def run_export(src: str, out: str, encoder_only: bool) -> list[str]:
   return [f"wrote {len(state)} tensors ({sum(v.size for v in state.values()):,} values) to {out}"]
 
 
-def run_import_tracker(src: str, out: str, config_path: str | None) -> list[str]:
-  from dropmae_jax.models import ostrack
-  state = io.read_torch_state_dict(src)
-  tracker_layout.check_is_tracker(state)
-  if config_path:
-    config = _load_config(config_path)
-  else:
-    config = configlib.droptrack_defaults()
-    patch = int(config.model.variant.split("/")[1])
-    for name, value in tracker_layout.infer_sizes(state, patch).items():
-      config.model[name] = value
-  model = ostrack.OSTrackCE.from_config(config)
-  variables, report = tracker_layout.state_dict_to_variables(
-      state, ostrack.variable_shapes(model),
-      fresh=lambda: ostrack.init_variables(model, seed=config.seed))
-  io.save_tracker(out, variables, config)
-  m = config.model
-  return [f"tracker {m.variant} template {m.template_size}px search {m.search_size}px, CE "
-          f"{tuple(m.ce_loc)} keep {m.ce_keep_ratio}, head {m.head_channels}"] + report + [
-              f"wrote {out}"]
+# Subcommands for a task's weights live with the task and are imported only when asked for, so
+# this shared package never imports a task: command -> (module, function(src, out, ...) -> lines).
+TASK_COMMANDS = {
+    "import-tracker": ("dropmae_jax.track.weights", "run_import_tracker"),
+    "export-tracker": ("dropmae_jax.track.weights", "run_export_tracker"),
+}
 
 
-def run_export_tracker(src: str, out: str) -> list[str]:
-  variables, _ = io.load_tracker(src)
-  state = tracker_layout.variables_to_state_dict(variables)
-  io.write_tracker_checkpoint(state, out)
-  return [f"wrote {len(state)} tensors ({sum(np.size(v) for v in state.values()):,} values) "
-          f"to {out}"]
+def task_command(command: str):
+  import importlib
+  module, function = TASK_COMMANDS[command]
+  return getattr(importlib.import_module(module), function)
 
 
 def main(argv=None) -> int:
@@ -106,7 +79,7 @@ def main(argv=None) -> int:
   imp = sub.add_parser("import", help="PyTorch checkpoint -> our checkpoint")
   imp.add_argument("src")
   imp.add_argument("--out", required=True)
-  imp.add_argument("--config", help="config file whose model to fill (default: from the shapes)")
+  imp.add_argument("--config", help="config (installed name or .py file) whose model to fill (default: from the shapes)")
   exp = sub.add_parser("export", help="our checkpoint -> PyTorch {'model': state_dict}")
   exp.add_argument("src", help="a training WORKDIR or an imported DIR")
   exp.add_argument("--out", required=True)
@@ -115,7 +88,7 @@ def main(argv=None) -> int:
   imt = sub.add_parser("import-tracker", help="DropTrack/OSTrack {'net': ...} -> our tracker DIR")
   imt.add_argument("src")
   imt.add_argument("--out", required=True)
-  imt.add_argument("--config", help="tracker config file (default: droptrack defaults with the "
+  imt.add_argument("--config", help="tracker config, installed name or .py file (default: droptrack defaults with the "
                    "file's template/search sizes)")
   ext = sub.add_parser("export-tracker", help="our tracker DIR -> {'net': state_dict} .pth.tar")
   ext.add_argument("src", help="a DIR written by import-tracker (or the fine-tuning code)")
@@ -125,15 +98,15 @@ def main(argv=None) -> int:
     if args.command == "import":
       lines = run_import(args.src, args.out, args.config)
     elif args.command == "import-tracker":
-      lines = run_import_tracker(args.src, args.out, args.config)
+      lines = task_command(args.command)(args.src, args.out, args.config)
     elif args.command == "export-tracker":
-      lines = run_export_tracker(args.src, args.out)
+      lines = task_command(args.command)(args.src, args.out)
     else:
       out = args.out
       if args.safetensors and not out.endswith(".safetensors"):
         out = os.path.splitext(out)[0] + ".safetensors"
       lines = run_export(args.src, out, args.encoder_only)
-  except (io.ConvertError, layout.LayoutError) as e:
+  except (cli_config.ConfigError, io.ConvertError, layout.LayoutError) as e:
     print(f"error: {e}\nnothing was written.", file=sys.stderr)
     return 2
   print("\n".join(lines))

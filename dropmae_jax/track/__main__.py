@@ -21,10 +21,11 @@ import os
 import sys
 import tempfile
 
+from dropmae_jax.data import images
 from dropmae_jax.track import datasets
-from dropmae_jax.track import metrics
-from dropmae_jax.track import plots
-from dropmae_jax.track import results as results_lib
+from dropmae_jax.track.evaluation import metrics
+from dropmae_jax.track.evaluation import plots
+from dropmae_jax.track.evaluation import results as results_lib
 
 _ERRORS = (datasets.DatasetError, results_lib.ResultsError, metrics.MetricsError)
 DEFAULT_PROTOCOL = {"got10k": "got10k"}    # every other benchmark: pytracking's OPE
@@ -161,10 +162,10 @@ def _run_errors(command: str) -> tuple[type[BaseException], ...]:
   """Input mistakes `run` reports in one line (config, weights, frames); imported only for run."""
   if command != "run":
     return ()
-  from dropmae_jax import cli_config
+  from dropmae_jax.config import cli as cli_config
   from dropmae_jax.convert import io
   from dropmae_jax.track import tracker
-  return (cli_config.ConfigError, io.ConvertError, tracker.FrameError)
+  return (cli_config.ConfigError, io.ConvertError, images.ImageReadError)
 
 
 def build_parser(with_run: bool = True) -> argparse.ArgumentParser:

@@ -2,16 +2,16 @@
 
 Everything here follows OSTrack's `lib/train/data/processing_utils.py` (`sample_target`,
 `transform_image_to_crop`) and `lib/test/tracker/ostrack.py` (`map_box_back`, `clip_box`,
-`hann2d`) as described in /work/shared/reference/downstream.md §1.4.2 and §1.5, including the
-quirks the released boxes carry:
+`hann2d`), including the quirks the released boxes carry (docs/tracking.md lists them with the
+released lines):
 
   * crop corners use Python's round() (half-to-even: a corner at 32.5 goes to 32, not 33);
   * the far padding is `x2_pad = max(x2 - W + 1, 0)`: a crop that reaches the right (bottom)
     edge drops the image's last real column (row) and pads one extra black one instead;
   * padding is constant 0 (black), and the resize is cv2.resize INTER_LINEAR on uint8 —
     half-pixel centres, no antialiasing, 11-bit fixed-point weights and OpenCV's SIMD rounding.
-    `_resize_bilinear_u8` reproduces that bit for bit in numpy (tests/test_track_crop.py
-    compares against cv2 itself), so OpenCV is not a runtime dependency.
+    `data/resize.py` reproduces that bit for bit in numpy (the tests compare against cv2
+    itself), so OpenCV is not a runtime dependency.
 
 Boxes are (x, y, w, h) in pixels unless a name says otherwise; crops are uint8 (S, S, 3).
 """
@@ -22,64 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dropmae_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-# OpenCV's INTER_RESIZE_COEF_BITS: bilinear weights are integers summing to 2048.
-_COEF_SCALE = 2048
-
-
-def _axis_taps(dst: int, src: int, clamp_weights: bool
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """One axis of cv2.resize(INTER_LINEAR): source taps (i0, i1) and fixed-point weights (w0, w1).
-
-  Mirrors OpenCV's table set-up (imgproc/src/resize.cpp): the source coordinate is computed in
-  double and rounded to float32; weights are cvRound((1 - f) * 2048) and cvRound(f * 2048)
-  (round half-to-even, as lrint does). Along x the weights themselves are clamped at the borders
-  (f = 0 at the first/last column); along y OpenCV keeps the weights and clamps the row indices
-  instead — which changes the fixed-point rounding of the border rows, so both are reproduced.
-  """
-  scale = 1.0 / (np.float64(dst) / np.float64(src))   # OpenCV: scale = 1 / inv_scale
-  pos = ((np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
-  base = np.floor(pos).astype(np.int64)
-  frac = (pos - base.astype(np.float32)).astype(np.float32)
-  if clamp_weights:
-    low = base < 0
-    frac[low], base[low] = 0, 0
-    high = base >= src - 1
-    frac[high], base[high] = 0, src - 1
-  w1 = np.rint(frac * np.float32(_COEF_SCALE)).astype(np.int32)
-  w0 = np.rint((np.float32(1) - frac) * np.float32(_COEF_SCALE)).astype(np.int32)
-  return np.clip(base, 0, src - 1), np.clip(base + 1, 0, src - 1), w0, w1
-
-
-def _resize_bilinear_u8(gather, src_h: int, src_w: int, out_h: int, out_w: int) -> np.ndarray:
-  """cv2.resize(src, (out_w, out_h)) for uint8 (H, W, C) src, reading only the taps it needs.
-
-  Args:
-    gather: (rows (R,), cols (K,)) -> uint8 (R, K, C): the source pixels at those indices.
-      Taking a callable lets `sample_target` resize a padded crop without building it.
-  Horizontal pass: S = w0*p[i0] + w1*p[i1] (int, 11 fractional bits). Vertical pass as
-  OpenCV's VResizeLinearVec_32s8u (the path every SSE2+/NEON build takes):
-  out = (((S_a >> 4) * v0 >> 16) + ((S_b >> 4) * v1 >> 16) + 2) >> 2, saturated to [0, 255].
-  """
-  x0, x1, a0, a1 = _axis_taps(out_w, src_w, clamp_weights=True)
-  y0, y1, b0, b1 = _axis_taps(out_h, src_h, clamp_weights=False)
-  taps = gather(np.concatenate([y0, y1]), np.concatenate([x0, x1]))   # (2*out_h, 2*out_w, C)
-  channels = taps.shape[-1]
-  # Channels folded into the last axis keep every elementwise op on contiguous memory.
-  flat = taps.reshape(2 * out_h, 2, out_w * channels).astype(np.int32)
-  horizontal = (flat[:, 0] * np.repeat(a0, channels)[None]
-                + flat[:, 1] * np.repeat(a1, channels)[None])          # (2*out_h, out_w*C)
-  horizontal >>= 4
-  top = horizontal[:out_h] * b0[:, None]
-  top >>= 16
-  bottom = horizontal[out_h:] * b1[:, None]
-  bottom >>= 16
-  top += bottom
-  top += 2
-  top >>= 2
-  return np.clip(top, 0, 255).astype(np.uint8).reshape(out_h, out_w, channels)
-
+from dropmae_jax.data import resize
+from dropmae_jax.data.images import IMAGENET_MEAN, IMAGENET_STD
 
 def _mask_taps_padded(dst: int, src: int, padded: np.ndarray, clamp_weights: bool) -> np.ndarray:
   """(dst,) bool: does any source tap with a non-zero weight fall on a padded index?
@@ -174,7 +118,7 @@ def sample_target(image: np.ndarray, box: Sequence[float], factor: float, output
     taps[:, ~col_real[cols]] = 0
     return taps
 
-  crop = _resize_bilinear_u8(gather, crop_sz, crop_sz, output_size, output_size)
+  crop = resize.resize_bilinear_u8(gather, crop_sz, crop_sz, output_size, output_size)
   att_rows = _mask_taps_padded(output_size, crop_sz, ~row_real, clamp_weights=False)
   att_cols = _mask_taps_padded(output_size, crop_sz, ~col_real, clamp_weights=True)
   att_mask = att_rows[:, None] | att_cols[None, :]

@@ -17,7 +17,7 @@ import sys
 import time
 
 from dropmae_jax.track import datasets
-from dropmae_jax.track import results
+from dropmae_jax.track.evaluation import results
 
 
 def add_run_parser(subparsers) -> argparse.ArgumentParser:
@@ -57,9 +57,9 @@ def write_result(benchmark: str, out: str, name: str, boxes, times) -> str:
 def load_tracker(config_spec: str, weights: str, batch_sequences: int | None,
                  overrides: list[str] = ()):
   """-> (model, variables, settings, slots). The weights' own config fixes the network's shape."""
-  from dropmae_jax import cli_config
+  from dropmae_jax.config import cli as cli_config
   from dropmae_jax.convert import io
-  from dropmae_jax.models import ostrack
+  from dropmae_jax.track import ostrack
   from dropmae_jax.track import tracker
 
   config = cli_config.load_config(config_spec, overrides)

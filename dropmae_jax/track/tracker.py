@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from PIL import Image
 
-from dropmae_jax.models import box_head
-from dropmae_jax.models import ostrack
+from dropmae_jax.data import images
+from dropmae_jax.track import box_head
+from dropmae_jax.track import ostrack
 from dropmae_jax.track import crop
 
 
@@ -46,17 +46,6 @@ class TrackerSettings:
                clip_margin=config.tracker.clip_margin)
 
 
-def read_frame(path: str) -> np.ndarray:
-  """A frame file -> (H, W, 3) uint8 RGB (the released code reads BGR with cv2 and converts)."""
-  try:
-    with Image.open(path) as img:
-      return np.asarray(img.convert("RGB"))
-  except (OSError, ValueError) as e:
-    raise FrameError(f"{path}: cannot read frame ({e})") from e
-
-
-class FrameError(RuntimeError):
-  """A missing or unreadable frame; the message names the file."""
 
 
 def template_input(image: np.ndarray, box: np.ndarray, settings: TrackerSettings) -> np.ndarray:
@@ -180,7 +169,7 @@ class BatchedRunner:
 
   def _start(self, sequence) -> tuple[_Slot | None, SequenceResult | None]:
     t0 = time.perf_counter()
-    image = read_frame(sequence.frames[0])
+    image = images.read_rgb(sequence.frames[0])
     box = np.asarray(sequence.ground_truth[0], np.float64)
     template = template_input(image, box, self.settings)
     slot = _Slot(sequence, 1, box, [box], [time.perf_counter() - t0])
@@ -220,7 +209,7 @@ class BatchedRunner:
       images = {}
       for i in active:
         path = slots[i].sequence.frames[slots[i].frame]
-        future = prefetched.pop(path, None) or self._pool.submit(read_frame, path)
+        future = prefetched.pop(path, None) or self._pool.submit(images.read_rgb, path)
         images[i] = future.result()
       # Crops on the pool too (numpy releases the GIL in its gathers and arithmetic).
       factors = {}
@@ -234,7 +223,7 @@ class BatchedRunner:
       for i in active:
         frames = slots[i].sequence.frames
         if slots[i].frame + 1 < len(frames):
-          prefetched[frames[slots[i].frame + 1]] = self._pool.submit(read_frame,
+          prefetched[frames[slots[i].frame + 1]] = self._pool.submit(images.read_rgb,
                                                                      frames[slots[i].frame + 1])
       boxes = np.asarray(boxes)
       per_frame = (time.perf_counter() - t0) / len(active)
@@ -255,11 +244,11 @@ def track_sequence(tracker: Tracker, sequence) -> SequenceResult:
   """The released per-sequence loop: frame 0's box is the given one; every later frame is tracked."""
   times = []
   t0 = time.perf_counter()
-  tracker.initialize(read_frame(sequence.frames[0]), sequence.ground_truth[0])
+  tracker.initialize(images.read_rgb(sequence.frames[0]), sequence.ground_truth[0])
   boxes = [np.asarray(sequence.ground_truth[0], np.float64)]
   times.append(time.perf_counter() - t0)
   for path in sequence.frames[1:]:
     t0 = time.perf_counter()
-    boxes.append(tracker.track(read_frame(path)))
+    boxes.append(tracker.track(images.read_rgb(path)))
     times.append(time.perf_counter() - t0)
   return SequenceResult(sequence, np.stack(boxes), np.asarray(times))

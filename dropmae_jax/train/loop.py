@@ -1,7 +1,7 @@
 """The one trainer: data -> sharded jitted step -> metrics, figures, evaluation, checkpoints.
 
-A task (`train/tasks/`: 'pretrain' = DropMAE, 'droptrack' = tracker fine-tuning, picked by
-`config.task`) supplies the model, optimizer, train state, input pipeline, step, figure and
+A task (`train/task.py`'s registry: 'pretrain' = DropMAE, 'droptrack' = tracker fine-tuning,
+picked by `config.task`) supplies the model, optimizer, train state, input pipeline, step, figure and
 periodic evaluation; this loop does the rest for every task alike: mesh and shardings, a donated
 jitted step, orbax checkpoints holding the grain iterator position, resume, the NaN stop (before
 anything of that step is saved), a SIGTERM save, metrics.jsonl, TensorBoard, a progress bar,
@@ -28,17 +28,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dropmae_jax.cli_config import ConfigError
+from dropmae_jax.config.cli import ConfigError
 from dropmae_jax.train import checkpoint as ckpt_lib
 from dropmae_jax.train import metrics as metrics_lib
 from dropmae_jax.train import sharding
-from dropmae_jax.train import tasks as tasks_lib
-# Pre-training names that lived here before the task split (notebooks and tests use them).
-from dropmae_jax.train.tasks.pretrain import BUNDLED_ROOT  # noqa: F401
-from dropmae_jax.train.tasks.pretrain import BUNDLED_SHORT_SIDE  # noqa: F401
-from dropmae_jax.train.tasks.pretrain import load_initial_params as _load_initial_params  # noqa: F401
-from dropmae_jax.train.tasks.pretrain import open_videos  # noqa: F401
-from dropmae_jax.train.tasks.pretrain import resolve_data_root  # noqa: F401
+from dropmae_jax.train import task as tasks_lib
 
 
 class NonFiniteLossError(FloatingPointError):

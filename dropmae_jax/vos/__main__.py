@@ -54,7 +54,7 @@ def run_evaluate(dataset: davis.DavisDataset, results: str, json_path: str | Non
 
 
 def run_propagate(args, overrides: list[str]) -> dict | None:
-  from dropmae_jax import cli_config
+  from dropmae_jax.config import cli as cli_config
   from dropmae_jax.vos import features
   from dropmae_jax.vos import propagate
   config = cli_config.load_config(args.config, overrides)
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
   unknown = [a for a in rest if not a.startswith("--config.")]
   if unknown or (overrides and args.command != "propagate"):
     parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
-  from dropmae_jax import cli_config
+  from dropmae_jax.config import cli as cli_config
   from dropmae_jax.convert import io as convert_io
   from dropmae_jax.convert import layout
   try:

@@ -1,6 +1,6 @@
 """DAVIS-layout video object segmentation data: sequences, frames, palette-PNG object masks.
 
-Layout (DAVIS 2017 trainval, and what `python -m dropmae_jax.data.make_vos_sequences` writes):
+Layout (DAVIS 2017 trainval, and what `python -m dropmae_jax.vos.synthetic` writes):
   ROOT/JPEGImages/480p/<seq>/00000.jpg ...
   ROOT/Annotations/480p/<seq>/00000.png ...   palette PNGs, pixel value = object id (0 background)
   ROOT/ImageSets/2017/{train,val}.txt          one sequence name per line
@@ -24,6 +24,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+
+from dropmae_jax.data import images
 
 VOID_ID = 255
 YEARS = ("2016", "2017")
@@ -52,15 +54,6 @@ def _voc_palette() -> np.ndarray:
 
 
 DAVIS_PALETTE = _voc_palette()
-
-
-def read_image(path: str) -> np.ndarray:
-  """uint8 (H, W, 3) RGB."""
-  try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert("RGB"))
-  except (OSError, ValueError) as e:
-    raise VosDataError(f"{path}: unreadable image ({type(e).__name__}: {e})") from e
 
 
 def read_ids_png(path: str) -> np.ndarray:
@@ -186,7 +179,10 @@ class DavisDataset:
     indices = range(seq.num_frames) if indices is None else indices
     frames, size = [], None
     for t in indices:
-      image = read_image(seq.frames[t])
+      try:
+        image = images.read_rgb(seq.frames[t])
+      except images.ImageReadError as e:
+        raise VosDataError(str(e)) from e
       size = size or self.frame_size(seq)
       if image.shape[:2] != size:
         raise VosDataError(f"sequence {seq.name} frame {seq.frame_ids[t]}: size "

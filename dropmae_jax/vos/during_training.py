@@ -6,7 +6,7 @@ with sharded params the encoder runs as a collective; only process 0 writes file
   scores = label_propagation_eval(state.params, config, step, workdir)   # {'davis_jf': ...}
 
 and logs the returned numbers. It propagates the first-frame masks of `config.eval.davis_root`
-(a DAVIS-layout root, or 'synthetic': the set of `data/make_vos_sequences.py`, built once under
+(a DAVIS-layout root, or 'synthetic': the set of `vos/synthetic.py`, built once under
 WORKDIR/vos_synthetic) with the frozen encoder, scores them with the davis2017-evaluation J&F
 (values in [0, 1], as the toolkit prints them; papers quote x100), and writes
   WORKDIR/label_propagation/latest/<seq>/<frame>.png   the masks of the latest evaluation
@@ -37,7 +37,7 @@ _FIGURE_FRAMES = 6
 
 def default_eval_config() -> ml_collections.ConfigDict:
   """The `config.eval` fields this module reads, with their defaults (their home: configlib)."""
-  from dropmae_jax import configlib
+  from dropmae_jax.config import defaults as configlib
   return configlib.eval_defaults()
 
 
@@ -58,7 +58,7 @@ def resolve_root(root: str, workdir: str, is_main: bool = True) -> str:
     return root
   target = os.path.join(workdir, SYNTHETIC_DIR)
   if not os.path.isdir(target) and is_main:
-    from dropmae_jax.data import make_vos_sequences
+    from dropmae_jax.vos import synthetic as make_vos_sequences
     try:
       make_vos_sequences.make_dataset(target, val=4, frames=24, size=(224, 160), seed=0,
                                       progress=False)

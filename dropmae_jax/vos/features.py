@@ -14,7 +14,7 @@ memory / query frames.
 
 Frame size (DINO's `read_frame`): the short side is resized to `short_side` (480) and the long
 side to the largest multiple of `size_multiple` (64) below its aspect-preserving length, with
-cv2.resize's bilinear (reproduced bit-exactly by `track/crop.py`).
+cv2.resize's bilinear (reproduced bit-exactly by `data/resize.py`).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import numpy as np
 from dropmae_jax.convert import posemb
 from dropmae_jax.models import mae
 from dropmae_jax.models import vit
-from dropmae_jax.track import crop
+from dropmae_jax.data import resize
 
 FRAME_EMBEDS = ("x", "z", "none", "z_first")
 
@@ -50,7 +50,7 @@ def resize_frame(image: np.ndarray, height: int, width: int) -> np.ndarray:
   """uint8 (H, W, 3) -> uint8 (height, width, 3), bit-exact cv2.resize(INTER_LINEAR)."""
   if image.shape[:2] == (height, width):
     return image
-  return crop._resize_bilinear_u8(lambda rows, cols: image[rows][:, cols], image.shape[0],
+  return resize.resize_bilinear_u8(lambda rows, cols: image[rows][:, cols], image.shape[0],
                                   image.shape[1], height, width)
 
 
@@ -174,7 +174,7 @@ def load_weights(spec: str, seed: int = 0) -> tuple[dict, ml_collections.ConfigD
   from dropmae_jax.convert import io as convert_io
   from dropmae_jax.convert import layout
   if spec.startswith("random:"):
-    from dropmae_jax import cli_config
+    from dropmae_jax.config import cli as cli_config
     config = cli_config.load_config(spec.split(":", 1)[1])
     with config.unlocked():
       config.seed = seed
