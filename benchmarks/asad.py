@@ -6,9 +6,10 @@
 Prints per-layer forward and forward+backward times (plain unmasked attention, reference, kernel),
 how many drop cells the kernel and the reference disagree on (same seed; logits are rounded by
 different matmuls, so a cell within rounding of the threshold may flip), the full DropMAE train step
-in pairs/s for P = 0, the reference and the kernel, and the released code's H100 figures from
-DESIGN.md §2 beside them. On a CPU the kernels run in Pallas interpret mode: the table then checks
-that everything runs, its times mean nothing. The last line is for scripts:
+in pairs/s for P = 0, the reference and the kernel, and the released code's H100 figures
+(docs/performance.md, "The released PyTorch code on one H100") beside them. On a CPU the kernels
+run in Pallas interpret mode: the table then checks that everything runs, its times mean nothing.
+The last line is for scripts:
 RESULT asad_fwd_ms=.. asad_fwdbwd_ms=.. dropmae_pairs_per_sec=.. twinmae_pairs_per_sec=..
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from _common import layer_timings, mask_disagreement, time_step  # noqa: E402
 
 from dropmae_jax.config import defaults as configlib  # noqa: E402
 
-RELEASED_MASK_MS_PER_LAYER = 29.7        # DESIGN §2, H100, batch 64: the mask alone
+RELEASED_MASK_MS_PER_LAYER = 29.7        # released code, H100, batch 64, mask alone (docs/)
 RELEASED_STEP = {"twinmae": 718, "dropmae": 202}   # pairs/s, H100, batch 64, eager fp16
 
 

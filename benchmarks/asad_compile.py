@@ -5,7 +5,7 @@
   python benchmarks/asad_compile.py --target=gpu [--arch 90]
   python benchmarks/asad_compile.py --target=tpu [--tpus v4:2x2x1,v5e:2x2,v5p:2x2x1,v6e:2x2]
 
-GPU: lowers forward + backward of `ops/asad_pallas` with Pallas' Triton lowering (no device
+GPU: lowers forward + backward of `ops/asad/kernels.py` with Pallas' Triton lowering (no device
 needed), captures each kernel's Triton IR, compiles it with the `triton` package for sm_<arch>
 and reads the cubin's resource usage with the `cuobjdump` shipped with it: dynamic shared memory
 per program (a launch fails above the device's limit: 227 KB on an H100), registers and local
@@ -19,7 +19,7 @@ TPU: compiles forward and forward + backward ahead of time for abstract TPU devi
 every kernel for that generation; prints the compiled program's memory use.
 
 What it proves: our kernels are valid for these compilers and fit the hardware's on-chip memory.
-Not speed, not numerics (tests/test_asad_pallas.py checks those in interpret mode).
+Not speed, not numerics (tests/ops/test_asad_pallas.py checks those in interpret mode).
 """
 from __future__ import annotations
 

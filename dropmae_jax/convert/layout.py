@@ -1,6 +1,6 @@
 """Our Flax parameters <-> the released PyTorch state dict (timm names, no prefix).
 
-Pure numpy: no torch needed here. Rules (DESIGN.md §1, downstream.md §0):
+Pure numpy: no torch needed here. Rules (jimmy-dq/DropMAE `models_mae.py`; docs/interop.md):
   blocks_{i}/...            <-> blocks.{i}....          (decoder_blocks likewise)
   Dense kernel (in, out)    <-> Linear weight (out, in)
   Conv kernel (kh, kw, i, o) <-> Conv2d weight (o, i, kh, kw)

@@ -1,4 +1,4 @@
-"""TwinMAE / DropMAE: a masked autoencoder over pairs of video frames (DESIGN.md §1).
+"""TwinMAE / DropMAE: a masked autoencoder over pairs of video frames (docs/pretraining.md).
 
 Reads top to bottom like the released `models_mae.py`:
   embed both frames -> add frame-identity and sin-cos position embeddings -> concatenate [x; z]

@@ -71,7 +71,7 @@ def _first_differences(want, got, limit: int = 5) -> list[str]:
 
 
 class PretrainTask(tasks.Task):
-  """DropMAE pre-training (DESIGN.md): the released K700 recipe."""
+  """DropMAE pre-training: the released K700 recipe (DropMAE `main_pretrain_kinetics.py`)."""
   counters = ("skipped_videos", "repeated_frames")
   mean_keys = ("loss",)
 

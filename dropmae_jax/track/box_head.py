@@ -1,4 +1,6 @@
-"""OSTrack's CenterNet-style box head (`CenterPredictor`) and its box decoding (downstream.md §1.3.3).
+"""OSTrack's CenterNet-style box head (`CenterPredictor`) and its box decoding (`cal_bbox`).
+
+Released code: OSTrack `lib/models/layers/head.py`.
 
 Submodule names mirror the released state dict (`box_head.conv{k}_{b}.0` Conv2d,
 `box_head.conv{k}_{b}.1` BatchNorm2d, `box_head.conv5_{b}`), so the converter is a rename plus

@@ -132,7 +132,8 @@ def transform_box_to_crop(box_in: Sequence[float], box_extract: Sequence[float],
 
   centre_out = (crop_sz - 1)/2 + (centre_in - centre_extract) * resize_factor,
   wh_out = wh_in * resize_factor; with normalize=True everything is divided by crop_sz[0]
-  (the crop side S), giving the [0, 1] boxes the training labels use (§1.4.2 step 4).
+  (the crop side S), giving the [0, 1] boxes the training labels use (OSTrack
+  `lib/train/data/processing_utils.py`).
   Returns float64 (4,) (x, y, w, h).
   """
   box_in = np.asarray(box_in, dtype=np.float64)

@@ -1,6 +1,7 @@
 """Our OSTrack-CE variables <-> the released DropTrack/OSTrack `checkpoint['net']` state dict.
 
-Pure numpy. Rules (downstream.md §1.3.1):
+Pure numpy. Rules (the released state dict: OSTrack `lib/models/ostrack/ostrack.py`,
+`vit_ce.py` and `lib/models/layers/head.py`; docs/interop.md):
   params/backbone/blocks_{i}/...           <-> backbone.blocks.{i}....
   params/box_head/conv{k}_{b}/0/kernel     <-> box_head.conv{k}_{b}.0.weight   (Conv2d)
   params/box_head/conv{k}_{b}/1/scale|bias <-> box_head.conv{k}_{b}.1.weight|bias (BatchNorm2d)

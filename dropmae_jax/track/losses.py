@@ -1,5 +1,5 @@
-"""DropTrack / OSTrack training losses: the released `OSTrackActor.compute_losses` (downstream.md
-§1.4.3).
+"""DropTrack / OSTrack training losses: the released `OSTrackActor.compute_losses` (OSTrack
+`lib/train/actors/ostrack.py`).
 
   total = focal_weight · focal(score_map, gaussian GT heatmap)
         + giou_weight  · mean(1 − GIoU(pred_xyxy, gt_xyxy))
@@ -78,7 +78,8 @@ def generate_heatmap(boxes: jax.Array, feat_sz: int) -> jax.Array:
   bottom likewise) and skips the draw when either slice is empty; for every integer centre,
   inside or outside the grid, that is exactly "the cells of the grid within r of the centre",
   which is what the mask below selects (no Python negative-index wrap can make both slices
-  non-empty: tests/test_tracking_losses.py checks it against the loop on out-of-grid boxes).
+  non-empty: tests/track/test_tracking_losses.py checks it against the loop on out-of-grid
+  boxes).
   """
   chex.assert_rank(boxes, 2)
   chex.assert_axis_dimension(boxes, 1, 4)

@@ -1,5 +1,5 @@
-"""DropTrack fine-tuning optimiser and schedules, as the released OSTrack code (downstream.md
-§1.4.4, §1.3.2).
+"""DropTrack fine-tuning optimiser and schedules, as the released OSTrack code
+(`lib/train/base_functions.py`, `lib/train/trainers/ltr_trainer.py`, `lib/utils/ce_utils.py`).
 
   * `get_optimizer_scheduler`: torch.optim.AdamW (β 0.9/0.999, eps 1e-8, decoupled weight decay
     1e-4 on every parameter) with two groups — parameters whose name contains "backbone" at

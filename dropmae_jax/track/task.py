@@ -1,4 +1,6 @@
-"""The DropTrack fine-tuning task: tracking pairs -> OSTrack-CE -> focal + GIoU + L1 (downstream.md §1.4).
+"""The DropTrack fine-tuning task: tracking pairs -> OSTrack-CE -> focal + GIoU + L1.
+
+The released recipe and where this run deviates from it: docs/tracking.md.
 
 Plugged into the one trainer (`train/loop.py`). Follows the released `OSTrackActor` / `LTRTrainer`:
 
@@ -7,10 +9,10 @@ Plugged into the one trainer (`train/loop.py`). Follows the released `OSTrackAct
   decoder keys dropped, the encoder loaded, pos_embed_z / pos_embed_x bicubic-resized, the head
   fresh), else the released random initialisation.
 * train state: params, AdamW state, step, run key and the head's BatchNorm running statistics.
-* step: `tracking_pipeline.model_inputs` -> OSTrackCE(train=True: drop-path, batch-statistics BN)
-  at the epoch's CE keep ratio -> `tracking_losses.tracking_loss` -> grads ->
-  `tracking_optim.make_tracking_optimizer` (two lr groups, clip 0.1, StepLR per epoch).
-* CE keep ratio: `tracking_optim.ce_keep_ratio(epoch)`, constant within an epoch
+* step: `inputs.pipeline.model_inputs` -> OSTrackCE(train=True: drop-path, batch-statistics BN)
+  at the epoch's CE keep ratio -> `losses.tracking_loss` -> grads ->
+  `optim.make_tracking_optimizer` (two lr groups, clip 0.1, StepLR per epoch).
+* CE keep ratio: `optim.ce_keep_ratio(epoch)`, constant within an epoch
   (ITERS_PER_EPOCH = 1). OSTrackCE removes tokens on static shapes, so each distinct tuple of
   keep counts is its own compiled step (the released code runs these shapes dynamically). With
   `config.ce_warmup_masked` (default) the run compiles three steps: CE off, the warm-up (CE
@@ -20,7 +22,7 @@ Plugged into the one trainer (`train/loop.py`). Follows the released `OSTrackAct
 * every `val_every_epochs` epochs (and at the end of the schedule): loss and IoU on
   `data.val_samples` validation pairs with the evaluation forward (running BN statistics, no
   drop-path, the epoch's keep ratio), as the released log reports them, plus GOT-10k AO / SR of
-  the tracker on the validation sequences (`tracking_eval.val_ao`).
+  the tracker on the validation sequences (`evaluation.validation.val_ao`).
 * at the end: the weights in the tracker layout under WORKDIR/tracker_weights
   (`python -m dropmae_jax.track run --weights=WORKDIR/tracker_weights ...`).
 """

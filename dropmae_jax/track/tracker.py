@@ -1,4 +1,4 @@
-"""The released DropTrack / OSTrack online tracker (downstream.md §1.5), one jitted device call a frame.
+"""The released DropTrack / OSTrack online tracker, one jitted device call a frame.
 
 `Tracker` follows `lib/test/tracker/ostrack.py` for one sequence: the template is cropped once from the
 first frame (factor 2, never updated); each frame's search region is cropped at factor 5 around the

@@ -41,7 +41,8 @@ def halves_frame_ids(batch: int, length: int) -> jax.Array:
 
 
 def _row_terms(scores: jax.Array, frame_ids: jax.Array, temporal: Temporal, scale: float = 1.0):
-  """DESIGN §1 steps 1-3 in the kernels' arithmetic: (e, c, a, eligible) with W = (e + c) · a.
+  """ASAD steps 1-3 (docs/pretraining.md) in the kernels' arithmetic: (e, c, a, eligible), with
+  W = (e + c) · a.
 
   `scale` is applied after subtracting the row max, as the kernels do: exp((s - max) · scale) has
   no multiply-add that a compiler could fuse into an FMA.

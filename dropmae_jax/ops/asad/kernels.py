@@ -4,8 +4,9 @@ The jnp reference materialises the (B, H, L, L) logits four times over and ranks
 (b, h) with `lax.top_k`, the step that dominates its cost. Here the work is split in four kernels that
 never hold more than one block of query rows against one frame of keys:
 
-  1. keys    (grid B, H, row blocks): logits -> the row terms of DESIGN §1 -> int32 sampling key of
-             every same-frame cell, written as a (2·n_pad, n_pad) slab per (b, h).
+  1. keys    (grid B, H, row blocks): logits -> ASAD's row terms (docs/pretraining.md) -> the
+             int32 sampling key of every same-frame cell, written as a (2·n_pad, n_pad) slab
+             per (b, h).
   2. select  (grid B, H): the K-th largest key τ by 16-way bisection over the int32 key range,
              counting passes over the slab, no sort. GPU: a sampled bracket and ~2 passes narrow
              it to <= 64 cells, one sweep gathers them and τ is read from those (kernel

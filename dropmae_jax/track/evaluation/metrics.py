@@ -1,4 +1,4 @@
-"""Tracking metrics, exactly as the released evaluation code computes them (downstream.md §1.6).
+"""Tracking metrics, exactly as the released evaluation code computes them (docs/tracking.md).
 
 One-pass evaluation (OPE), pytracking's `extract_results.py` / `plot_results.py` (LaSOT, TrackingNet
 train, UAV123, OTB, ...), per sequence of N frames:

@@ -1,6 +1,7 @@
 """COCO-2017 instances as one-frame tracking "sequences" (OSTrack's `MSCOCOSeq`, DropTrack layout).
 
-Layout (DropTrack reads COCO without lmdb and drops OSTrack's `images/` level, downstream.md §1.1):
+Layout (DropTrack reads COCO without lmdb and drops OSTrack's `images/` level; DropTrack
+`lib/train/dataset/coco_seq.py`):
 
   ROOT/annotations/instances_<split>.json     e.g. instances_train2017.json
   ROOT/<split>/<file_name>                    e.g. ROOT/train2017/000000000009.jpg

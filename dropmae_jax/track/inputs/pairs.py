@@ -1,4 +1,4 @@
-"""OSTrack's `TrackingSampler` in 'causal' mode (one template, one search frame), downstream.md §1.4.1.
+"""OSTrack's `TrackingSampler` in 'causal' mode (one template, one search frame).
 
 Per item, the released sampler (lib/train/data/sampler.py) does:
 
@@ -9,7 +9,7 @@ Per item, the released sampler (lib/train/data/sampler.py) does:
      visible frame in [t + 1, t + max_gap + d) (capped at len), d = 0 and growing by 5 whenever no
      such frame exists (t is redrawn each time) — so the search frame is always later;
      image: template and search are the same image;
-  4. read both frames and run the processing (`tracking_processing.process_pair`); any exception
+  4. read both frames and run the processing (`inputs.processing.process_pair`); any exception
      or a rejected processing result starts again from 1.
 
 Visibility is the released training loaders' (lib/train/dataset/*.py), never the test readers':

@@ -1,4 +1,4 @@
-"""OSTrack's `STARKProcessing` for one (template, search) pair, in numpy (downstream.md §1.4.2).
+"""OSTrack's `STARKProcessing` for one (template, search) pair, in numpy.
 
 The released pipeline (lib/train/data/processing.py, transforms.py, processing_utils.py;
 train_script.py builds it) does, for a sampled pair of raw frames and their GT boxes:
