@@ -54,7 +54,8 @@ def test_configs_load_by_name_and_by_path_from_any_directory(tmp_path, monkeypat
 
 def test_k400_is_the_released_1600_epoch_recipe():
   k400, k400_400, k700 = (cli_config.load_config(n) for n in ("k400", "k400_400ep", "k700"))
-  # DESIGN.md §1: the released K400 checkpoint and its log are 1600 epochs; the README command 400.
+  # jimmy-dq/DropMAE: the released K400 checkpoint and its log (`k400_1600E_training_log.txt`)
+  # are 1600 epochs; its README's example command says 400.
   assert k400.epochs == 1600 and k400_400.epochs == 400
   for c in (k400, k400_400):
     assert c.data.root == "/data/kinetics400/train"

@@ -1,4 +1,5 @@
-"""ASAD reference against DESIGN.md §1 written independently in numpy."""
+"""ASAD reference against the released algorithm (jimmy-dq/DropMAE `models_mae.py`; its steps are
+restated in docs/pretraining.md) written independently in numpy."""
 import math
 
 import jax
@@ -11,7 +12,7 @@ from dropmae_jax.ops.asad import hashing
 
 
 def numpy_drop_weights(logits: np.ndarray, temporal: str = "max") -> np.ndarray:
-  """DESIGN.md §1 steps 1-3, query by query, for one (b, h): logits (L, L) -> W (L, L)."""
+  """ASAD steps 1-3 (docs/pretraining.md) query by query, one (b, h): logits (L, L) -> W (L, L)."""
   length = logits.shape[0]
   n = length // 2
   e = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -85,7 +86,7 @@ def test_exactly_k_same_frame_off_diagonal(length, ratio):
 
 
 def test_released_sample_num_for_224():
-  assert asad.num_dropped_cells(392, 0.1) == 7448  # 19 * 392, DESIGN.md §1
+  assert asad.num_dropped_cells(392, 0.1) == 7448  # floor(0.1 * 195) * 392, as models_mae.py
 
 
 def test_mask_is_the_k_largest_int_keys_lower_index_first():

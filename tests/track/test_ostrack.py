@@ -114,7 +114,8 @@ class RefHead(torch.nn.Module):
 
 
 class RefOSTrack(torch.nn.Module):
-  """DropTrack's OSTrack-CE as downstream.md §1.3 describes it, written plainly."""
+  """DropTrack's OSTrack-CE (jimmy-dq/DropTrack `lib/models/ostrack/vit_ce.py`, `ostrack.py`,
+  `lib/models/layers/head.py`) as docs/tracking.md describes it, written plainly."""
 
   def __init__(self, dim=WIDTH, depth=DEPTH, heads=HEADS, template=TEMPLATE, search=SEARCH,
                legacy_img=PRETRAIN_IMG, head_ch=HEAD_CH, ce_loc=CE_LOC, keep=0.7):

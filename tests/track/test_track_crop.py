@@ -1,9 +1,10 @@
 """dropmae_jax.track.crop against OpenCV itself and against closed forms.
 
-The reference `_released_sample_target` below is OSTrack's `sample_target` as downstream.md
-§1.4.2 / §1.5 describe it, written the straightforward way with cv2 (slice, copyMakeBorder with
-constant 0, cv2.resize INTER_LINEAR, a float64 padding mask resized and cast to bool). The
-module under test never imports cv2, so agreement here is agreement with the released path.
+The reference `_released_sample_target` below is OSTrack's `sample_target`
+(`lib/train/data/processing_utils.py`, used in training and by `lib/test/tracker/ostrack.py`),
+written the straightforward way with cv2 (slice, copyMakeBorder with constant 0, cv2.resize
+INTER_LINEAR, a float64 padding mask resized and cast to bool). The module under test never
+imports cv2, so agreement here is agreement with the released path.
 """
 import math
 

@@ -1,6 +1,7 @@
 """The online tracker against the released loop rebuilt in the test (the PyTorch OSTrack-CE of
 test_ostrack.py, the cv2 crop of test_track_crop.py, map-back and clipping written out from
-downstream.md §1.5), the batched runner against the one-sequence tracker, and `track run`."""
+OSTrack `lib/test/tracker/ostrack.py`), the batched runner against the one-sequence tracker, and
+`track run`."""
 import math
 import os
 

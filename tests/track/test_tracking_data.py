@@ -1,8 +1,9 @@
 """DropTrack fine-tuning data: pair sampling, STARK processing, COCO, the grain pipeline.
 
 References are independent of the code under test: the released sampler's (t, s) distribution
-computed in closed form from its rules (downstream.md §1.4.1), the released processing written
-straightforwardly with cv2 / torch (`_released_processing`, §1.4.2; the crop is
+computed in closed form from its rules (OSTrack `lib/train/data/sampler.py`), the released
+processing written straightforwardly with cv2 / torch (`_released_processing`, OSTrack
+`lib/train/data/processing.py` and `transforms.py`; the crop is
 test_track_crop's cv2 `_released_sample_target`), and pixel measurements of a solid rectangle.
 """
 import json
@@ -174,9 +175,10 @@ def test_released_visibility_rules():
 # ------------------------------------------------------------------------- processing reference
 
 def _released_processing(t_img, t_box, s_img, s_box, settings, draws):
-  """STARKProcessing + the released transforms, straight from downstream.md §1.4.2 with cv2 /
-  torch, for fixed draws. Returns None (invalid) or (t_norm, t_box, s_norm, s_box) where *_norm
-  are the float32 CHW->HWC normalised tensors and *_box the normalised labels."""
+  """STARKProcessing + the released transforms (OSTrack `lib/train/data/processing.py`,
+  `transforms.py`), written straight with cv2 / torch, for fixed draws. Returns None (invalid)
+  or (t_norm, t_box, s_norm, s_box) where *_norm are the float32 CHW->HWC normalised tensors
+  and *_box the normalised labels."""
   def joint(img, box):
     box = [float(v) for v in box]
     if draws.grayscale:

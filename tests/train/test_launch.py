@@ -44,11 +44,11 @@ def test_tpu_pod_usage_error(tmp_path):
 def test_slurm_script_runs_one_main_per_task(tmp_path):
   env = fake_bin(tmp_path, "srun")
   env["SLURM_CPUS_PER_TASK"] = "12"
-  out = run("slurm.sbatch", ["configs/k400.py", "/shared/w", "--config.seed=3"], env)
+  out = run("slurm.sbatch", ["configs/k400.py", "/nfs/w", "--config.seed=3"], env)
   assert out.returncode == 0, out.stderr
   assert out.stdout.splitlines() == [
       "srun", "--kill-on-bad-exit=1", "python", "-m", "dropmae_jax.main",
-      "--config=configs/k400.py", "--workdir=/shared/w", "--config.data.num_workers=12",
+      "--config=configs/k400.py", "--workdir=/nfs/w", "--config.data.num_workers=12",
       "--config.seed=3"]
 
 
