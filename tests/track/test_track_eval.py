@@ -13,6 +13,7 @@ from PIL import Image
 
 from dropmae_jax.track import __main__ as cli
 from dropmae_jax.track import datasets
+from dropmae_jax.track.datasets import lasot
 from dropmae_jax.track.evaluation import metrics
 from dropmae_jax.track.evaluation import results
 
@@ -330,7 +331,7 @@ def test_lasot_reader(tmp_path):
   _write(os.path.join(seq_dir, "out_of_view.txt"), "0,2,0\n")
   with pytest.raises(datasets.DatasetError, match=r"out_of_view.txt:1: '2' is not 0 or 1"):
     datasets.load_dataset("lasot", root, "all")
-  assert len(datasets.LASOT_TEST_SEQUENCES) == 280 == len(set(datasets.LASOT_TEST_SEQUENCES))
+  assert len(lasot.LASOT_TEST_SEQUENCES) == 280 == len(set(lasot.LASOT_TEST_SEQUENCES))
 
 
 def test_trackingnet_uav_otb_readers(tmp_path):

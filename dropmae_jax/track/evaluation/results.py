@@ -22,6 +22,7 @@ import zipfile
 import numpy as np
 
 from dropmae_jax.track import datasets
+from dropmae_jax.track.datasets.files import split_fields
 
 
 class ResultsError(ValueError):
@@ -157,7 +158,7 @@ def read_times(path: str) -> np.ndarray:
   values = []
   with open(path, "r", encoding="utf-8", errors="replace") as f:
     for line_no, line in enumerate(f, 1):
-      for field in datasets._split_fields(line):
+      for field in split_fields(line):
         try:
           values.append(float(field))
         except ValueError:
