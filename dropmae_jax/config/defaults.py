@@ -74,15 +74,15 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.mesh.fsdp = 1                     # parameter-sharding axis size
 
   # --- bookkeeping ---
-  c.log_every = 50                    # steps between metrics.jsonl / TensorBoard rows
-  c.ckpt_every = 1000                 # steps between checkpoints
-  c.keep_ckpts = 3                    # checkpoints kept on disk
+  c.log_every = 50                    # steps between metrics.jsonl / TensorBoard rows (>= 1; the last step is always logged)
+  c.ckpt_every = 1000                 # steps between checkpoints (<= 0 = only at the end and on preemption)
+  c.keep_ckpts = 3                    # checkpoints kept on disk (>= 1)
   c.restore_step = -1                 # resume from this checkpoint step (-1 = the newest undamaged; newer ones are moved aside)
-  c.figure_every = 5000               # steps between reconstruction PNGs (0 = never)
+  c.figure_every = 5000               # steps between reconstruction PNGs (<= 0 = never)
   c.max_steps = -1                    # stop after this many steps this run (testing; < 0 = run to the end)
   # --- zero-shot label propagation while pre-training (dropmae_jax/vos; DINO's protocol) ---
   c.eval = ml_collections.ConfigDict()
-  c.eval.label_propagation_every = 0  # steps between evaluations, logged as davis_jf / davis_j / davis_f (0 = never)
+  c.eval.label_propagation_every = 0  # steps between evaluations, logged as davis_jf / davis_j / davis_f (<= 0 = never)
   c.eval.davis_root = "synthetic"     # DAVIS-layout root, or 'synthetic' (built once under WORKDIR/vos_synthetic)
   c.eval.davis_subset = "val"         # ImageSets/<year>/<subset>.txt
   c.eval.davis_year = "2017"          # 2017 (multi-object) | 2016 (objects merged)
@@ -162,7 +162,7 @@ def droptrack_defaults() -> ml_collections.ConfigDict:
   c.loss.l1_weight = 5.0              # TRAIN.L1_WEIGHT
 
   # --- validation (DATA.VAL, TRAIN.VAL_EPOCH_INTERVAL) ---
-  c.val_every_epochs = 20             # TRAIN.VAL_EPOCH_INTERVAL: val loss / IoU and AO every N epochs (0 = never)
+  c.val_every_epochs = 20             # TRAIN.VAL_EPOCH_INTERVAL: val loss / IoU and AO every N epochs (<= 0 = never)
   c.val_ao_sequences = -1             # AO on the first N val sequences (< 0 = all, 0 = no AO)
 
   # --- parallelism ---
@@ -171,11 +171,11 @@ def droptrack_defaults() -> ml_collections.ConfigDict:
   c.mesh.fsdp = 1                     # parameter-sharding axis size
 
   # --- bookkeeping ---
-  c.log_every = 50                    # steps between metrics.jsonl / TensorBoard rows (released: print_interval 50)
-  c.ckpt_every = 468                  # steps between checkpoints (one epoch at the released batch)
-  c.keep_ckpts = 3                    # checkpoints kept on disk
+  c.log_every = 50                    # steps between metrics.jsonl / TensorBoard rows (>= 1; released: print_interval 50)
+  c.ckpt_every = 468                  # steps between checkpoints (one epoch at the released batch; <= 0 = only at the end)
+  c.keep_ckpts = 3                    # checkpoints kept on disk (>= 1)
   c.restore_step = -1                 # resume from this checkpoint step (-1 = the newest undamaged; newer ones are moved aside)
-  c.figure_every = 2340               # steps between tracking figures (0 = never)
+  c.figure_every = 2340               # steps between tracking figures (<= 0 = never)
   c.max_steps = -1                    # stop after this many steps this run (testing; < 0 = run to the end)
   return c
 

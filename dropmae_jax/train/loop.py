@@ -75,6 +75,12 @@ def _as_config_errors() -> Iterator[None]:
     raise ConfigError(str(e)) from e
 
 
+def due(step_no: int, every: int) -> bool:
+  """Is a periodic action (checkpoint, figure) due after `step_no`? every <= 0 means never."""
+  every = int(every)
+  return every > 0 and step_no % every == 0
+
+
 def plan_run(config: ml_collections.ConfigDict, num_videos: int) -> RunPlan:
   """Check the batch arithmetic against the machine and derive steps.
 
@@ -90,6 +96,12 @@ def plan_run(config: ml_collections.ConfigDict, num_videos: int) -> RunPlan:
                       f"{processes} processes")
   if gb % devices:
     raise ConfigError(f"config.batch_size={gb} must be divisible by the {devices} devices")
+  if int(config.log_every) < 1:
+    raise ConfigError(f"config.log_every={config.log_every} must be >= 1 (steps between "
+                      "metrics rows; the last step is always logged)")
+  if int(config.keep_ckpts) < 1:
+    raise ConfigError(f"config.keep_ckpts={config.keep_ckpts} must be >= 1 (the run's own "
+                      "checkpoints are what resume and export read)")
   if config.accum_steps < 1 or (gb // devices) % config.accum_steps:
     raise ConfigError(f"config.accum_steps={config.accum_steps} must divide the per-device "
                       f"batch {gb // devices}")
@@ -326,7 +338,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         timer_steps += 1
 
       is_last = step_no == last_step or preemption.requested
-      if step_no % config.log_every == 0 or is_last or step_no % config.ckpt_every == 0:
+      checkpoint_due = due(step_no, config.ckpt_every) or is_last
+      if step_no % config.log_every == 0 or checkpoint_due:
         host = settle(pending)
         pending = None
         if step_no % config.log_every == 0 or is_last:
@@ -343,7 +356,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           run_steps, run_seconds = run_steps + timer_steps, run_seconds + elapsed
           timer_start, timer_steps = time.perf_counter(), 0
 
-      if config.figure_every > 0 and step_no % config.figure_every == 0:
+      if due(step_no, config.figure_every):
         task.figure(state, batch, step_no, is_main)
 
       evaluation = task.evaluate(state, step_no, plan, is_last=step_no == plan.total_steps)
@@ -359,7 +372,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if timer_start is not None:
           timer_start, timer_steps = time.perf_counter(), 0
 
-      if step_no % config.ckpt_every == 0 or is_last:
+      if checkpoint_due:
         checkpointer.save(step_no, state, data_iter, meta())
         last_saved = step_no
       if preemption.requested:

@@ -208,6 +208,30 @@ def test_batch_not_divisible_names_the_field():
     loop.plan_run(config, 100)
 
 
+@pytest.mark.parametrize("field", ["log_every", "keep_ckpts"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_periods_that_cannot_mean_never_are_refused_at_start_up(field, value):
+  config = tiny_config()
+  config[field] = value
+  with pytest.raises(ValueError, match=f"config.{field}={value} must be >= 1"):
+    loop.plan_run(config, 100)
+
+
+def test_zero_periods_mean_never(video_tree, tmp_path):
+  # ckpt_every <= 0: no periodic checkpoint, only the save at the end of the run (here the
+  # max_steps stop). figure_every = 0 (tiny_config) writes no figure.
+  config = tiny_config(video_tree)
+  config.ckpt_every = 0
+  config.max_steps = 2
+  workdir = str(tmp_path / "never")
+  loop.train_and_evaluate(config, workdir)
+  saved = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  assert saved == [2]
+  assert sorted(read_metrics(workdir)) == [1, 2]
+  assert not os.path.exists(os.path.join(workdir, "figures"))
+  assert not loop.due(4, 0) and not loop.due(4, -3) and loop.due(4, 2) and not loop.due(3, 2)
+
+
 def test_training_with_the_pallas_kernel_tracks_the_reference(video_tree, tmp_path):
   """The loop traces the step under its 8-device mesh, so the kernel runs per shard."""
   losses = {}
