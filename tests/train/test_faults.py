@@ -27,6 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from dropmae_jax.config.cli import ConfigError
 from dropmae_jax.train import checkpoint as ckpt_lib
+from dropmae_jax.train import fingerprint
 from dropmae_jax.train import loop
 from dropmae_jax.track import step as step_lib
 from dropmae_jax.train import task as tasks_lib
@@ -131,9 +132,9 @@ def test_fingerprint_sees_one_bit_and_not_the_sharding():
           "h": rng.normal(size=(8,)).astype(jnp.bfloat16), "n": np.arange(8, dtype=np.int32)}
   on_one = jax.device_put(tree, jax.devices()[0])
   sharded = jax.device_put(tree, NamedSharding(mesh, P("data")))
-  want = ckpt_lib.state_fingerprint(on_one)
+  want = fingerprint.state_fingerprint(on_one)
   # Exact integer sums modulo 2**32: another summation order (sharding) gives the same bits.
-  assert ckpt_lib.state_fingerprint(sharded) == want
+  assert fingerprint.state_fingerprint(sharded) == want
   # Closed form for the int32 leaf: words i = 0..7; s1 = Σ i, s2 = Σ i·(2654435761·i + 1).
   assert want["n"][2:] == [28, sum(i * (2654435761 * i + 1) for i in range(8)) % 2**32]
   for name in ("w", "h"):
@@ -142,7 +143,7 @@ def test_fingerprint_sees_one_bit_and_not_the_sharding():
       words = flipped[name].view(np.uint32 if name == "w" else np.uint16).copy()
       words[index] ^= 1 << bit
       flipped[name] = words.view(tree[name].dtype)
-      got = ckpt_lib.state_fingerprint(jax.device_put(flipped, jax.devices()[0]))
+      got = fingerprint.state_fingerprint(jax.device_put(flipped, jax.devices()[0]))
       assert got[name] != want[name], (name, index, bit)
       assert {k: v for k, v in got.items() if k != name} == {
           k: v for k, v in want.items() if k != name}
@@ -173,7 +174,7 @@ def test_damaged_latest_checkpoint_is_set_aside(reference, tmp_path, how, where,
       want_state, want_meta = ckpt.restore(4, target, fresh)
     assert step == 4
     assert_trees_equal(state, want_state)
-    assert meta == want_meta and ckpt_lib.FINGERPRINT_KEY not in meta
+    assert meta == want_meta and fingerprint.FINGERPRINT_KEY not in meta
     np.testing.assert_array_equal(next(iterator)["frames"], next(fresh)["frames"])
   finally:
     task.close_iterator(iterator)
