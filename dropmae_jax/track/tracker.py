@@ -206,14 +206,14 @@ class BatchedRunner:
       if refilled or templates_dev is None:
         templates_dev = jax.device_put(self._templates, self._batch_sharding)
       t0 = time.perf_counter()
-      images = {}
+      frame_images = {}
       for i in active:
         path = slots[i].sequence.frames[slots[i].frame]
         future = prefetched.pop(path, None) or self._pool.submit(images.read_rgb, path)
-        images[i] = future.result()
+        frame_images[i] = future.result()
       # Crops on the pool too (numpy releases the GIL in its gathers and arithmetic).
       factors = {}
-      crops = self._pool.map(lambda i: search_input(images[i], slots[i].state, self.settings),
+      crops = self._pool.map(lambda i: search_input(frame_images[i], slots[i].state, self.settings),
                              active)
       for i, (search, factor) in zip(active, crops):
         self._searches[i], factors[i] = search, factor
@@ -229,7 +229,7 @@ class BatchedRunner:
       per_frame = (time.perf_counter() - t0) / len(active)
       for i in active:
         slot = slots[i]
-        slot.state = next_state(boxes[i], slot.state, factors[i], images[i].shape[:2], self.settings)
+        slot.state = next_state(boxes[i], slot.state, factors[i], frame_images[i].shape[:2], self.settings)
         slot.boxes.append(slot.state)
         slot.times.append(per_frame)
         slot.frame += 1
