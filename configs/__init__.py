@@ -1,4 +1,4 @@
 """The configs of `python -m dropmae_jax.main --config=NAME`, installed as `dropmae_jax.configs`.
 
-Each file defines `get_config()`; see `dropmae_jax/config/cli.py` for how names are found.
+Each file defines `get_config()`; see `dropmae_jax/config/loading.py` for how names are found.
 """

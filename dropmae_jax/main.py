@@ -17,6 +17,8 @@ from absl import flags
 from absl import logging
 
 from dropmae_jax.config import cli as cli_config
+from dropmae_jax.config import fields as config_fields
+from dropmae_jax.config import loading as config_loading
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and figures go.")
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -32,8 +34,8 @@ TASK_DEFAULTS = {"pretrain": "pretrain_defaults", "droptrack": "droptrack_defaul
 
 def _check_task(config) -> None:
   if config.get("task") not in TASK_DEFAULTS:
-    raise cli_config.ConfigError(f"config.task={config.get('task')!r}: this entry point runs "
-                                 f"{' or '.join(repr(t) for t in TASK_DEFAULTS)}")
+    raise config_loading.ConfigError(f"config.task={config.get('task')!r}: this entry point "
+                                     f"runs {' or '.join(repr(t) for t in TASK_DEFAULTS)}")
 
 
 class _TaskCLI(cli_config.ConfigCLI):
@@ -43,8 +45,8 @@ class _TaskCLI(cli_config.ConfigCLI):
     self.defaults_function = "pretrain_defaults"
     if spec:
       try:
-        task = cli_config.load_config(spec).get("task", "pretrain")
-      except cli_config.ConfigError:
+        task = config_loading.load_config(spec).get("task", "pretrain")
+      except config_loading.ConfigError:
         task = "pretrain"  # help_text reports the broken config itself
       self.defaults_function = TASK_DEFAULTS.get(task, "pretrain_defaults")
     return super().help_text(spec)
@@ -53,8 +55,8 @@ class _TaskCLI(cli_config.ConfigCLI):
     docs = super().field_docs()
     if self.defaults_function == "droptrack_defaults":
       # The tracking data fields are documented in their own function (c.data = ...()).
-      data = cli_config.parse_field_docs(cli_config._configlib_source(),  # pylint: disable=protected-access
-                                         "droptrack_data_defaults", variable="d")
+      data = config_fields.parse_field_docs(config_fields.defaults_source(),
+                                            "droptrack_data_defaults", variable="d")
       docs.update({f"data.{k}": v for k, v in data.items()})
     return docs
 
@@ -87,7 +89,7 @@ def main(argv):
                jax.process_count(), jax.device_count(), jax.default_backend())
   try:
     loop.train_and_evaluate(CLI.config, _WORKDIR.value)
-  except (cli_config.ConfigError, ckpt_lib.CheckpointError) as e:
+  except (config_loading.ConfigError, ckpt_lib.CheckpointError) as e:
     # The user's to fix (a field, the data root, a workdir from another config): the message
     # names it; a traceback would only bury it.
     cli_config.fail(str(e), status=2)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dropmae_jax.config import cli as cli_config
+from dropmae_jax.config import loading as config_loading
 from dropmae_jax.convert import io
 from dropmae_jax.convert import layout
 from dropmae_jax.models import mae
@@ -39,7 +39,8 @@ def fresh_params(config) -> dict:
 def run_import(src: str, out: str, config_path: str | None) -> list[str]:
   state = io.read_torch_state_dict(src)
   layout.check_is_mae_vit(state)
-  config = cli_config.load_config(config_path) if config_path else io.infer_model_config(state)
+  config = (config_loading.load_config(config_path) if config_path
+            else io.infer_model_config(state))
   model = mae.DropMAE.from_config(config)
   grid = config.model.img_size // model.patch_size
   params, report = layout.state_dict_to_params(state, fresh_params(config), grid=grid)
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
       if args.safetensors and not out.endswith(".safetensors"):
         out = os.path.splitext(out)[0] + ".safetensors"
       lines = run_export(args.src, out, args.encoder_only)
-  except (cli_config.ConfigError, io.ConvertError, layout.LayoutError) as e:
+  except (config_loading.ConfigError, io.ConvertError, layout.LayoutError) as e:
     print(f"error: {e}\nnothing was written.", file=sys.stderr)
     return 2
   print("\n".join(lines))

@@ -10,7 +10,7 @@ import importlib.util
 import os
 import shutil
 
-from dropmae_jax.config.cli import ConfigError
+from dropmae_jax.config.loading import ConfigError
 
 # 1280x720 132 frames, 640x272 250 frames, 176x144 120 frames (x2); H.264 in mp4.
 SAMPLE_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_distorted.mp4",

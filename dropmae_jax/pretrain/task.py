@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dropmae_jax.config.cli import ConfigError
+from dropmae_jax.config.loading import ConfigError
 from dropmae_jax.data import frame_store
 from dropmae_jax.data import index as data_index
 from dropmae_jax.pretrain import pipeline as data_pipeline

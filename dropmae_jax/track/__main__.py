@@ -162,10 +162,10 @@ def _run_errors(command: str) -> tuple[type[BaseException], ...]:
   """Input mistakes `run` reports in one line (config, weights, frames); imported only for run."""
   if command != "run":
     return ()
-  from dropmae_jax.config import cli as cli_config
+  from dropmae_jax.config import loading as config_loading
   from dropmae_jax.convert import io
   from dropmae_jax.track import tracker
-  return (cli_config.ConfigError, io.ConvertError, images.ImageReadError)
+  return (config_loading.ConfigError, io.ConvertError, images.ImageReadError)
 
 
 def build_parser(with_run: bool = True) -> argparse.ArgumentParser:

@@ -57,16 +57,16 @@ def write_result(benchmark: str, out: str, name: str, boxes, times) -> str:
 def load_tracker(config_spec: str, weights: str, batch_sequences: int | None,
                  overrides: list[str] = ()):
   """-> (model, variables, settings, slots). The weights' own config fixes the network's shape."""
-  from dropmae_jax.config import cli as cli_config
+  from dropmae_jax.config import loading as config_loading
   from dropmae_jax.convert import io
   from dropmae_jax.track import ostrack
   from dropmae_jax.track import tracker
 
-  config = cli_config.load_config(config_spec, overrides)
+  config = config_loading.load_config(config_spec, overrides)
   variables, weights_config = io.load_tracker(weights)
   for field in ("variant", "template_size", "search_size"):
     if weights_config.model[field] != config.model[field]:
-      raise cli_config.ConfigError(
+      raise config_loading.ConfigError(
           f"--weights {weights} holds model.{field}={weights_config.model[field]!r} but --config "
           f"{config_spec} says {config.model[field]!r}")
   model = ostrack.OSTrackCE.from_config(weights_config)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dropmae_jax.config import cli as cli_config
+from dropmae_jax.config import loading as config_loading
 from dropmae_jax.config import defaults as configlib
 from dropmae_jax.convert import io
 from dropmae_jax.track import layout as tracker_layout
@@ -19,7 +19,7 @@ def run_import_tracker(src: str, out: str, config_path: str | None) -> list[str]
   state = io.read_torch_state_dict(src)
   tracker_layout.check_is_tracker(state)
   if config_path:
-    config = cli_config.load_config(config_path)
+    config = config_loading.load_config(config_path)
   else:
     config = configlib.droptrack_defaults()
     patch = int(config.model.variant.split("/")[1])

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dropmae_jax.config.cli import ConfigError
+from dropmae_jax.config.loading import ConfigError
 from dropmae_jax.train import checkpoint as ckpt_lib
 from dropmae_jax.train import metrics as metrics_lib
 from dropmae_jax.train import sharding

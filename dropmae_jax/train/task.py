@@ -19,7 +19,7 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
-from dropmae_jax.config.cli import ConfigError
+from dropmae_jax.config.loading import ConfigError
 
 
 class Task(abc.ABC):

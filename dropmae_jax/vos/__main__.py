@@ -54,10 +54,10 @@ def run_evaluate(dataset: davis.DavisDataset, results: str, json_path: str | Non
 
 
 def run_propagate(args, overrides: list[str]) -> dict | None:
-  from dropmae_jax.config import cli as cli_config
+  from dropmae_jax.config import loading as config_loading
   from dropmae_jax.vos import features
   from dropmae_jax.vos import propagate
-  config = cli_config.load_config(args.config, overrides)
+  config = config_loading.load_config(args.config, overrides)
   dataset = _dataset(args, config)
   params, model_config, described = features.load_weights(args.weights, seed=config.seed)
   print(f"weights: {described}")
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
   unknown = [a for a in rest if not a.startswith("--config.")]
   if unknown or (overrides and args.command != "propagate"):
     parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
-  from dropmae_jax.config import cli as cli_config
+  from dropmae_jax.config import loading as config_loading
   from dropmae_jax.convert import io as convert_io
   from dropmae_jax.convert import layout
   try:
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     else:
       run_propagate(args, overrides)
   except (davis.VosDataError, convert_io.ConvertError, layout.LayoutError,
-          cli_config.ConfigError) as e:
+          config_loading.ConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0

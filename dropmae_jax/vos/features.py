@@ -174,8 +174,8 @@ def load_weights(spec: str, seed: int = 0) -> tuple[dict, ml_collections.ConfigD
   from dropmae_jax.convert import io as convert_io
   from dropmae_jax.convert import layout
   if spec.startswith("random:"):
-    from dropmae_jax.config import cli as cli_config
-    config = cli_config.load_config(spec.split(":", 1)[1])
+    from dropmae_jax.config import loading as config_loading
+    config = config_loading.load_config(spec.split(":", 1)[1])
     with config.unlocked():
       config.seed = seed
     return (fresh_encoder_params(config), config,

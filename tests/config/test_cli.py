@@ -13,8 +13,10 @@ import pytest
 from conftest import FAST_COMPILE_XLA_FLAGS
 from conftest import write_video
 from dropmae_jax.config import cli as cli_config
+from dropmae_jax.config import fields as config_fields
+from dropmae_jax.config import loading as config_loading
 from dropmae_jax.config import defaults as configlib
-from dropmae_jax.config.cli import ConfigError
+from dropmae_jax.config.loading import ConfigError
 from dropmae_jax.data import build_frame_store
 from dropmae_jax.train import metrics
 
@@ -40,20 +42,21 @@ def run_main(args, cwd, timeout=120):
 
 def test_configs_load_by_name_and_by_path_from_any_directory(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)   # not the repository root
-  names = cli_config.installed_configs()
+  names = config_loading.installed_configs()
   assert {"demo", "k400", "k400_400ep", "k700"} <= set(names)
-  assert cli_config.load_config("k700").epochs == 800
+  assert config_loading.load_config("k700").epochs == 800
   # The README's relative path works outside the repository too; an absolute path as well.
-  assert cli_config.load_config("configs/demo.py").model.variant == "micro/16"
-  assert cli_config.load_config(os.path.join(CONFIGS, "k700.py")).data.root.endswith("700/train")
+  assert config_loading.load_config("configs/demo.py").model.variant == "micro/16"
+  assert config_loading.load_config(
+      os.path.join(CONFIGS, "k700.py")).data.root.endswith("700/train")
   own = tmp_path / "mine.py"
   own.write_text("from dropmae_jax.config import defaults as configlib\n\ndef get_config():\n"
                  "  c = configlib.pretrain_defaults()\n  c.seed = 7\n  return c\n")
-  assert cli_config.load_config("mine.py").seed == 7
+  assert config_loading.load_config("mine.py").seed == 7
 
 
 def test_k400_is_the_released_1600_epoch_recipe():
-  k400, k400_400, k700 = (cli_config.load_config(n) for n in ("k400", "k400_400ep", "k700"))
+  k400, k400_400, k700 = (config_loading.load_config(n) for n in ("k400", "k400_400ep", "k700"))
   # jimmy-dq/DropMAE: the released K400 checkpoint and its log (`k400_1600E_training_log.txt`)
   # are 1600 epochs; its README's example command says 400.
   assert k400.epochs == 1600 and k400_400.epochs == 400
@@ -69,12 +72,12 @@ def test_k400_is_the_released_1600_epoch_recipe():
 def test_missing_config_names_what_exists(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   with pytest.raises(ConfigError) as err:
-    cli_config.load_config("k7000")
+    config_loading.load_config("k7000")
   message = str(err.value)
   assert "\n" not in message and "'k7000'" in message
   assert "demo" in message and "k700" in message and "did you mean 'k700'?" in message
   with pytest.raises(ConfigError, match=r"config file 'elsewhere/x\.py' does not exist"):
-    cli_config.load_config("elsewhere/x.py")
+    config_loading.load_config("elsewhere/x.py")
 
 
 def test_broken_config_file_names_file_and_line(tmp_path):
@@ -82,23 +85,23 @@ def test_broken_config_file_names_file_and_line(tmp_path):
   bad.write_text("from dropmae_jax.config import defaults as configlib\n\ndef get_config():\n"
                  "  c = configlib.pretrain_defaults()\n  c.seed = undefined_name\n  return c\n")
   with pytest.raises(ConfigError, match=r"bad\.py:5: NameError: name 'undefined_name'"):
-    cli_config.load_config(str(bad))
+    config_loading.load_config(str(bad))
   empty = tmp_path / "empty.py"
   empty.write_text("x = 1\n")
   with pytest.raises(ConfigError, match="defines no get_config"):
-    cli_config.load_config(str(empty))
+    config_loading.load_config(str(empty))
 
 
 # ------------------------------------------------------------------------------ overrides
 
 def test_misspelled_field_suggests_the_nearest_name():
   with pytest.raises(ConfigError) as err:
-    cli_config.load_config("k700", ["--config.batchsize=8"])
+    config_loading.load_config("k700", ["--config.batchsize=8"])
   assert str(err.value) == "no field 'batchsize' in config; did you mean 'batch_size'?"
   with pytest.raises(ConfigError, match="did you mean 'model.variant'"):
-    cli_config.load_config("k700", ["model.varient=L/16"])
+    config_loading.load_config("k700", ["model.varient=L/16"])
   with pytest.raises(ConfigError, match="no field 'zzz' in config; run with --help"):
-    cli_config.load_config("k700", ["zzz=1"])
+    config_loading.load_config("k700", ["zzz=1"])
 
 
 @pytest.mark.parametrize("override,message", [
@@ -111,12 +114,12 @@ def test_misspelled_field_suggests_the_nearest_name():
 ])
 def test_bad_values_name_field_type_and_value(override, message):
   with pytest.raises(ConfigError) as err:
-    cli_config.load_config("k700", [override])
+    config_loading.load_config("k700", [override])
   assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_overrides_parse_as_the_field_type_and_lock_the_config():
-  c = cli_config.load_config("demo", [
+  c = config_loading.load_config("demo", [
       "batch_size=8", "--config.blr=2", "model.remat", "data.hflip=false",
       "data.crop_scale=(0.5, 1)", "data.root=/x/y", "model.variant=S/16"])
   assert c.batch_size == 8 and isinstance(c.batch_size, int)
@@ -159,15 +162,15 @@ def defaults():
   c.undocumented = 3
   return c
 '''
-  docs = cli_config.parse_field_docs(source, "defaults")
+  docs = config_fields.parse_field_docs(source, "defaults")
   assert docs == {"lr": "learning rate", "name": "a '#' inside the string is not the comment",
                   "model.size": "spans two lines"}
-  assert cli_config.parse_field_docs(source, "other") == {"a": "not this function's"}
+  assert config_fields.parse_field_docs(source, "other") == {"a": "not this function's"}
 
 
 def test_every_default_field_is_documented():
   docs = cli_config.ConfigCLI("u").field_docs()
-  leaves = [name for name, _ in cli_config.leaf_items(configlib.pretrain_defaults())]
+  leaves = [name for name, _ in config_fields.leaf_items(configlib.pretrain_defaults())]
   assert sorted(leaves) == sorted(docs)
   assert docs["batch_size"] == "global batch (pairs) per optimizer step"
   assert docs["log_every"] == "steps between metrics.jsonl / TensorBoard rows"
@@ -205,7 +208,7 @@ def test_mistakes_found_while_setting_up_also_exit_2(tmp_path, monkeypatch, caps
   """A bad data root is found by the trainer, not the config loader: same one line, status 2."""
   from absl import flags
   from dropmae_jax import main
-  monkeypatch.setattr(main.CLI, "config", cli_config.load_config(
+  monkeypatch.setattr(main.CLI, "config", config_loading.load_config(
       "demo", ["data.root=/nonexistent/kinetics"]))
   # On the Flag itself: FLAGS.workdir = ... would re-run the required-flag validator on undo.
   monkeypatch.setattr(flags.FLAGS["workdir"], "value", str(tmp_path / "w"))

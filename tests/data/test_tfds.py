@@ -197,7 +197,7 @@ def test_tfds_pipeline_resumes_and_shards_by_host(data_dir):
 
 
 def test_config_errors_name_the_fields(data_dir, tmp_path):
-  from dropmae_jax.config.cli import ConfigError
+  from dropmae_jax.config.loading import ConfigError
   from dropmae_jax.pretrain import task as pretrain
   cfg = configlib.pretrain_defaults().data
   cfg.format = "tfds"

@@ -279,7 +279,7 @@ def test_init_from_a_pretraining_workdir_loads_the_encoder(tmp_path):
 
 
 def test_config_mistakes_are_config_errors(tracking_root, tmp_path):
-  from dropmae_jax.config.cli import ConfigError
+  from dropmae_jax.config.loading import ConfigError
   config = tiny_config(tracking_root)
   config.model.ce_loc = (5,)
   with pytest.raises(ConfigError, match="ce_loc"):
@@ -291,9 +291,9 @@ def test_config_mistakes_are_config_errors(tracking_root, tmp_path):
 
 def test_epoch_of_step_and_released_configs():
   assert [droptrack.epoch_of_step(s, 468) for s in (1, 468, 469, 936, 937)] == [1, 1, 2, 2, 3]
-  from dropmae_jax.config import cli as cli_config
-  got10k = cli_config.load_config("configs/droptrack_got10k.py")
-  full = cli_config.load_config("configs/droptrack_full.py")
+  from dropmae_jax.config import loading as config_loading
+  got10k = config_loading.load_config("configs/droptrack_got10k.py")
+  full = config_loading.load_config("configs/droptrack_full.py")
   for c in (got10k, full):
     assert c.task == "droptrack" and c.batch_size == 128 and c.data.samples_per_epoch == 60000
     assert loop.plan_run(c, c.data.samples_per_epoch).steps_per_epoch in (468, 60000 // 128)
@@ -301,5 +301,5 @@ def test_epoch_of_step_and_released_configs():
   assert (full.epochs, full.lr_drop_epoch, full.ce_warm_epoch) == (300, 240, 80)
   assert tuple(full.data.datasets) == ("lasot", "got10k", "coco", "trackingnet")
   assert tuple(full.data.ratios) == (1, 1, 1, 1)
-  demo = cli_config.load_config("configs/droptrack_demo.py")
+  demo = config_loading.load_config("configs/droptrack_demo.py")
   assert demo.data.roots.got10k == "synthetic" and demo.model.variant == "micro/16"

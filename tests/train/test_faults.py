@@ -25,7 +25,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from dropmae_jax.config.cli import ConfigError
+from dropmae_jax.config.loading import ConfigError
 from dropmae_jax.train import checkpoint as ckpt_lib
 from dropmae_jax.train import fingerprint
 from dropmae_jax.train import loop

@@ -49,7 +49,7 @@ close_iterator = grain_support.close_iterator
 
 
 def _config_error(message: str) -> Exception:
-  from dropmae_jax.config.cli import ConfigError
+  from dropmae_jax.config.loading import ConfigError
   return ConfigError(message)
 
 
