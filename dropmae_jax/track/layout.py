@@ -63,7 +63,7 @@ def check_is_tracker(state: dict[str, np.ndarray]) -> None:
   if "patch_embed.proj.weight" in state or any(k.startswith("decoder") for k in state):
     hint = (" It looks like a DropMAE/MAE pre-training state dict (un-prefixed 'patch_embed.*', "
             "'decoder_*' keys): import it with `python -m dropmae_jax.convert import`, or start a "
-            "tracker from it with `ostrack.init_from_pretrain`.")
+            "tracker from it with `pretrain_init.init_from_pretrain`.")
   raise LayoutError(f"not an OSTrack/DropTrack checkpoint: missing {missing}; its keys start "
                     f"{sorted(state)[:8]}.{hint}")
 

@@ -53,7 +53,7 @@ def make_track_loss(model, loss_config, keep_ratio: float | None, *, train: bool
   BatchNorm on batch statistics (the running averages come back updated); train=False: the
   evaluation forward (running statistics, no drop-path), as the released validation runs.
   keep_ratio None: masked CE with the keep counts in batch[CE_COUNTS] (one compile serves every
-  ratio; see `ostrack.VisionTransformerCE`).
+  ratio; see `vit_ce.VisionTransformerCE`).
   """
   from dropmae_jax.track.inputs import pipeline as tracking_pipeline
   from dropmae_jax.track import losses as tracking_losses

@@ -5,7 +5,7 @@ The released recipe and where this run deviates from it: docs/tracking.md.
 Plugged into the one trainer (`train/loop.py`). Follows the released `OSTrackActor` / `LTRTrainer`:
 
 * model: `OSTrackCE.from_config`; initialised from `config.init_from` (a pre-training WORKDIR,
-  an imported DIR or a DropMAE .pth) with the released rule (`ostrack.init_from_pretrain`:
+  an imported DIR or a DropMAE .pth) with the released rule (`pretrain_init.init_from_pretrain`:
   decoder keys dropped, the encoder loaded, pos_embed_z / pos_embed_x bicubic-resized, the head
   fresh), else the released random initialisation.
 * train state: params, AdamW state, step, run key and the head's BatchNorm running statistics.
@@ -37,6 +37,7 @@ import numpy as np
 from absl import logging
 
 from dropmae_jax.track import ostrack
+from dropmae_jax.track import pretrain_init
 from dropmae_jax.train import sharding
 from dropmae_jax.track import step as step_lib
 from dropmae_jax.train import task as tasks
@@ -95,7 +96,7 @@ class DropTrackTask(tasks.Task):
       logging.info("config.init_from is empty: the tracker starts from random initialisation")
       return state
     variables = tasks.host_tree({"params": state.params, "batch_stats": state.batch_stats})
-    loaded, report = ostrack.init_from_pretrain(variables, source)
+    loaded, report = pretrain_init.init_from_pretrain(variables, source)
     for line in report:
       logging.info("init_from: %s", line)
     return state.replace(params=jax.device_put(loaded["params"], shardings.params),

@@ -19,6 +19,8 @@ from dropmae_jax.convert.__main__ import main as convert_main
 from dropmae_jax.track import box_head
 from dropmae_jax.models import mae
 from dropmae_jax.track import ostrack
+from dropmae_jax.track import pretrain_init
+from dropmae_jax.track import vit_ce
 from dropmae_jax.models import vit
 
 WIDTH, DEPTH, HEADS, PATCH = 64, 10, 4, 16
@@ -243,7 +245,7 @@ def test_forward_matches_torch_reference(model, exported, torch_model, keep_rati
   with torch.no_grad():
     theirs = ref(to_torch(z), to_torch(x), keep_ratio)
   ratio = 0.7 if keep_ratio is None else keep_ratio
-  expected_counts = ostrack.ce_keep_counts(64, 3, ratio)
+  expected_counts = vit_ce.ce_keep_counts(64, 3, ratio)
   assert [k.shape for k in ours["kept_indices"]] == [(BATCH, n) for n in expected_counts]
   if ratio < 1:
     assert expected_counts != [64] * 3 and len(theirs["kept"]) == 3
@@ -275,7 +277,7 @@ def test_masked_ce_matches_torch_reference_with_one_compile(model, exported, tor
 
   forward = jax.jit(forward)
   for ratio in (0.7, 0.85):
-    counts = ostrack.ce_keep_counts(64, 3, ratio)
+    counts = vit_ce.ce_keep_counts(64, 3, ratio)
     ours = forward(variables, z, x, np.asarray(counts, np.int32))
     with torch.no_grad():
       theirs = ref(to_torch(z), to_torch(x), ratio)
@@ -376,8 +378,8 @@ def test_cal_bbox_closed_form():
 def test_ctr_point_matches_released_table():
   # generate_mask_cond: slice(3,4) for 7 and 8, slice(5,6) for 12, slice(6,7) for 14.
   for feat, c in ((7, 3), (8, 3), (12, 5), (14, 6)):
-    assert ostrack.ctr_point_index(feat) == c * feat + c
-  assert ostrack.ctr_point_index(12) == 65 and ostrack.ctr_point_index(8) == 27
+    assert vit_ce.ctr_point_index(feat) == c * feat + c
+  assert vit_ce.ctr_point_index(12) == 65 and vit_ce.ctr_point_index(8) == 27
 
 
 def test_vit_b_layout_and_ce_counts():
@@ -485,7 +487,7 @@ def test_init_from_pretrain(model, tmp_path):
   fresh = randomize(ostrack.variable_shapes(model), seed=11)
 
   # (b) a released-layout .pth: decoder dropped, mask_token unexpected, tables resized
-  new, report = ostrack.init_from_pretrain(fresh, pth)
+  new, report = pretrain_init.init_from_pretrain(fresh, pth)
   text = "\n".join(report)
   assert "unexpected mask_token" in text and "decoder_embed" not in text
   bb = new["params"]["backbone"]
@@ -509,7 +511,7 @@ def test_init_from_pretrain(model, tmp_path):
     np.testing.assert_array_equal(a, b)
 
   # (a) our pre-training params tree: its fixed sin-cos table is what gets resized
-  new_a, _ = ostrack.init_from_pretrain(fresh, mae_params, pretrain_grid=grid)
+  new_a, _ = pretrain_init.init_from_pretrain(fresh, mae_params, pretrain_grid=grid)
   sincos = vit.sincos_2d(WIDTH, grid)
   np.testing.assert_allclose(new_a["params"]["backbone"]["pos_embed_x"][0],
                              posemb.resize_bicubic(sincos, SEARCH // PATCH), atol=1e-6)
@@ -517,6 +519,6 @@ def test_init_from_pretrain(model, tmp_path):
                                 mae_params["blocks_1"]["mlp"]["fc1"]["kernel"])
   # a pre-training workdir layout (imported DIR)
   io.save_params(str(tmp_path / "pre"), mae_params, pre)
-  new_c, _ = ostrack.init_from_pretrain(fresh, str(tmp_path / "pre"))
+  new_c, _ = pretrain_init.init_from_pretrain(fresh, str(tmp_path / "pre"))
   np.testing.assert_allclose(new_c["params"]["backbone"]["pos_embed_z"],
                              new_a["params"]["backbone"]["pos_embed_z"])
