@@ -19,13 +19,27 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
+import textwrap
 from collections.abc import Sequence
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-  """Line breaks of the description and epilog kept (examples read as typed); an optional
+  """Description and epilog: a paragraph with an indented line (a usage block, an example, a
+  list) is printed as written, any other paragraph is re-wrapped to the terminal. An optional
   argument's help gets '(default: X)' when it has a default and does not mention one itself,
   and '(required)' when it must be given."""
+
+  def _fill_text(self, text: str, width: int, indent: str) -> str:
+    paragraphs = text.strip("\n").split("\n\n")
+    out = []
+    for paragraph in paragraphs:
+      lines = paragraph.splitlines()
+      if any(line[:1].isspace() for line in lines):
+        out.append("\n".join(indent + line for line in lines))
+      else:
+        out.append(textwrap.fill(" ".join(paragraph.split()), width, initial_indent=indent,
+                                 subsequent_indent=indent))
+    return "\n\n".join(out) + "\n"
 
   def _get_help_string(self, action: argparse.Action) -> str:
     text = action.help or ""

@@ -8,9 +8,11 @@
   python -m dropmae_jax.track pack --benchmark=got10k|trackingnet --root=DATA --split=test
       --results=DIR --out=SUBMISSION.zip
       converts results to the evaluation server's layout and zips them.
-  python -m dropmae_jax.track run --config=droptrack_got10k --weights=DIR --benchmark=got10k
-      --split=val --root=DATA --out=RESULTS [--batch-sequences=N] [--config.tracker.x=...]
+  python -m dropmae_jax.track run --weights=DIR_OR_WORKDIR --benchmark=got10k --split=val
+      --root=DATA --out=RESULTS [--config=droptrack_got10k] [--batch-sequences=N]
+      [--config.tracker.x=...]
       tracks every sequence of the split (see run_cli.py) and writes the benchmark's result files.
+  python -m dropmae_jax.track SUBCOMMAND --help describes each subcommand's arguments.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import os
 import sys
 import tempfile
 
+from dropmae_jax.config import arguments
 from dropmae_jax.data import images
 from dropmae_jax.track import datasets
 from dropmae_jax.track.evaluation import metrics
@@ -122,33 +125,64 @@ def run_pack(args: argparse.Namespace) -> int:
   return 0
 
 
+SPLIT_HELP = ("got10k: train/val/test; lasot: test/train/all; trackingnet: test/train/TRAIN_<i>; "
+              "uav, otb: test/all")
+EVALUATE_EXAMPLE = """example:
+  python -m dropmae_jax.track evaluate --benchmark=got10k --root=data/got10k --split=val \\
+      --results=results/ours --results=results/released --json=report.json --plots=plots
+"""
+PACK_EXAMPLE = """example:
+  python -m dropmae_jax.track pack --benchmark=got10k --root=data/got10k --split=test \\
+      --results=results/got10k_test --out=submission.zip
+"""
+
+
 def _add_evaluate_parser(sub) -> None:
-  p = sub.add_parser("evaluate", help="score result files against a benchmark's ground truth")
-  p.add_argument("--benchmark", required=True, choices=datasets.BENCHMARKS)
+  p = sub.add_parser(
+      "evaluate", help="score result files against a benchmark's ground truth",
+      description="Score result files (ours or a released tracker's: pytracking <seq>.txt or "
+      "GOT-10k <seq>/<seq>_001.txt, any delimiter) against a benchmark's ground truth; print a "
+      "table, optionally write a JSON report and success/precision plots.",
+      epilog=EVALUATE_EXAMPLE)
+  p.add_argument("--benchmark", required=True, choices=datasets.BENCHMARKS,
+                 help="the benchmark whose ground truth --root holds")
   p.add_argument("--root", required=True, help="the benchmark's root folder")
-  p.add_argument("--split", required=True, help="got10k: train/val; lasot: test/train/all; "
-                 "trackingnet: train/TRAIN_<i>; uav, otb: test/all")
+  p.add_argument("--split", required=True, help=SPLIT_HELP)
   p.add_argument("--results", required=True, action="append",
                  help="a results folder; repeat to compare trackers")
-  p.add_argument("--name", action="append", help="a label per --results (default: folder name)")
+  p.add_argument("--name", action="append",
+                 help="a label per --results, in order (default: each folder's name)")
   p.add_argument("--protocol", default="auto", choices=("auto", "got10k", "ope"),
-                 help="auto: the GOT-10k toolkit for got10k, pytracking OPE otherwise")
-  p.add_argument("--split-file", help="score only the sequences named in this file (one a line)")
+                 help="auto: the GOT-10k toolkit's for got10k, pytracking's OPE otherwise")
+  p.add_argument("--split-file",
+                 help="score only the sequences named in this file, one a line (default: every "
+                 "sequence of the split)")
   p.add_argument("--allow-missing", action="store_true",
-                 help="score the sequences that have results and list the others")
-  p.add_argument("--json", help="write the full report (metrics, curves, per sequence) here")
-  p.add_argument("--plots", help="write success/precision plots (PNG) into this folder")
+                 help="score the sequences that have results and list the others (default: a "
+                 "sequence without results is an error)")
+  p.add_argument("--json", help="write the full report (metrics, curves, per sequence) to this "
+                 "file (default: none)")
+  p.add_argument("--plots", help="write success/precision plots (PNG) into this folder "
+                 "(default: none)")
   p.set_defaults(func=run_evaluate)
 
 
 def _add_pack_parser(sub) -> None:
-  p = sub.add_parser("pack", help="zip results in an evaluation server's layout")
-  p.add_argument("--benchmark", required=True, choices=("got10k", "trackingnet"))
-  p.add_argument("--root", required=True)
-  p.add_argument("--split", default="test")
-  p.add_argument("--results", required=True)
+  p = sub.add_parser(
+      "pack", help="zip results in an evaluation server's layout",
+      description="Convert a results folder to an evaluation server's layout (GOT-10k: "
+      "<seq>/<seq>_00r.txt + <seq>_time.txt; TrackingNet: <seq>.txt) and zip it.",
+      epilog=PACK_EXAMPLE)
+  p.add_argument("--benchmark", required=True, choices=("got10k", "trackingnet"),
+                 help="whose server layout to write")
+  p.add_argument("--root", required=True,
+                 help="the benchmark's root folder (it lists the split's sequences)")
+  p.add_argument("--split", default="test", help="the split whose results to pack")
+  p.add_argument("--results", required=True, help="the results folder to pack")
   p.add_argument("--out", required=True, help="the .zip to write")
-  p.add_argument("--split-file")
+  p.add_argument("--split-file",
+                 help="pack only the sequences named in this file, one a line (default: every "
+                 "sequence of the split)")
   p.set_defaults(func=run_pack)
 
 
@@ -169,8 +203,7 @@ def _run_errors(command: str) -> tuple[type[BaseException], ...]:
 
 
 def build_parser(with_run: bool = True) -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m dropmae_jax.track", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = arguments.ArgumentParser(prog="python -m dropmae_jax.track", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
   _add_evaluate_parser(sub)
   _add_pack_parser(sub)

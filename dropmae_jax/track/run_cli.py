@@ -1,7 +1,10 @@
 """`python -m dropmae_jax.track run`: track every sequence of a benchmark split, write result files.
 
-  python -m dropmae_jax.track run --config=configs/droptrack_got10k.py --weights=DIR \
-      --benchmark=got10k --split=val --root=DATA --out=RESULTS
+  python -m dropmae_jax.track run --weights=DIR_OR_WORKDIR --benchmark=got10k --split=val \
+      --root=DATA --out=RESULTS [--config=configs/droptrack_got10k.py] [--config.tracker.x=...]
+
+--weights: an imported tracker folder or a fine-tuning WORKDIR (`weights_source.py`); the run's
+config is the weights' own config.json unless --config names another (whose model must match).
 
 Sequences run in lock-step batches (`config.tracker.batch_sequences`, over all local devices);
 `--batch-sequences=1` is the released one-sequence-at-a-time loop. Results go in the benchmark's
@@ -20,21 +23,45 @@ from dropmae_jax.track import datasets
 from dropmae_jax.track.evaluation import results
 
 
+RUN_EXAMPLE = """example:
+  python -m dropmae_jax.track run --weights=runs/droptrack --benchmark=got10k --split=val \\
+      --root=data/got10k --out=results/got10k_val --config.tracker.search_factor=4.5
+"""
+
+
 def add_run_parser(subparsers) -> argparse.ArgumentParser:
-  p = subparsers.add_parser("run", help="track a benchmark split and write result files")
-  p.add_argument("--config", required=True,
-                 help="tracker config: a file or an installed name (droptrack_got10k)")
+  p = subparsers.add_parser(
+      "run", help="track a benchmark split and write result files",
+      description="Track every sequence of a benchmark split and write the benchmark's result "
+      "files. Finished sequences are kept (a rerun tracks the others); a failed run leaves only "
+      "the sequences it finished. --config.FIELD=VALUE (repeatable) overrides one field of the "
+      "config, e.g. --config.tracker.search_factor=4.5.",
+      epilog=RUN_EXAMPLE, extra_prefixes=("--config.",))
   p.add_argument("--weights", required=True,
-                 help="tracker weights: a folder written by `convert import-tracker`")
-  p.add_argument("--benchmark", required=True, choices=datasets.BENCHMARKS)
-  p.add_argument("--split", default="test")
+                 help="tracker weights: a folder written by `python -m dropmae_jax.convert "
+                 "import-tracker`, or a DropTrack fine-tuning WORKDIR (its tracker_weights/, or "
+                 "its newest good checkpoint when that is newer)")
+  p.add_argument("--config", default=None,
+                 help="tracker config: a .py file or an installed name (droptrack_got10k); its "
+                 "model must match the weights' (default: the weights' own config.json)")
+  p.add_argument("--benchmark", required=True, choices=datasets.BENCHMARKS,
+                 help="which benchmark's layout --root holds and --out gets")
+  p.add_argument("--split", default="test",
+                 help="got10k: train/val/test; lasot: test/train/all; trackingnet: "
+                 "test/train/TRAIN_<i>; uav, otb: test/all")
   p.add_argument("--root", required=True, help="the benchmark's root folder")
-  p.add_argument("--out", required=True, help="results folder (created)")
-  p.add_argument("--split-file", default="", help="a file of sequence names, one a line: only these")
-  p.add_argument("--sequences", default="", help="comma-separated names: only these")
+  p.add_argument("--out", required=True,
+                 help="results folder (created when the first sequence is finished)")
+  p.add_argument("--split-file", default="",
+                 help="a file of sequence names, one a line: only these (default: every "
+                 "sequence of the split)")
+  p.add_argument("--sequences", default="",
+                 help="comma-separated names: only these (default: every sequence of the split)")
   p.add_argument("--batch-sequences", type=int, default=None,
-                 help="sequences tracked in lock-step (default config.tracker.batch_sequences)")
-  p.add_argument("--overwrite", action="store_true", help="re-track finished sequences")
+                 help="sequences tracked in lock-step (default: config.tracker.batch_sequences)")
+  p.add_argument("--overwrite", action="store_true",
+                 help="re-track sequences that already have results in --out (default: keep "
+                 "them and track the others)")
   p.set_defaults(func=run_command)
   return p
 
@@ -54,25 +81,61 @@ def write_result(benchmark: str, out: str, name: str, boxes, times) -> str:
   return results.write_pytracking(out, name, boxes, times)
 
 
-def load_tracker(config_spec: str, weights: str, batch_sequences: int | None,
-                 overrides: list[str] = ()):
-  """-> (model, variables, settings, slots). The weights' own config fixes the network's shape."""
+MODEL_FIELDS = ("variant", "template_size", "search_size")   # what must match the weights
+
+
+def _overlay(base: dict, values: dict) -> None:
+  """Deep-update `base` (a config as a dict) with `values` (JSON: tuples came back as lists)."""
+  for key, value in values.items():
+    current = base.get(key)
+    if isinstance(current, dict) and isinstance(value, dict):
+      _overlay(current, value)
+    elif isinstance(current, tuple) and isinstance(value, list):
+      base[key] = tuple(value)
+    else:
+      base[key] = value
+
+
+def weights_run_config(weights_config, overrides=()):
+  """The weights' own config.json as a run config: the DropTrack defaults (fields the file may
+  predate) under the file's values, then `overrides`, locked. Raises ConfigError."""
+  import ml_collections
   from dropmae_jax.config import loading as config_loading
-  from dropmae_jax.convert import io
+  from dropmae_jax.config import defaults as configlib
+  merged = configlib.droptrack_defaults().to_dict()
+  _overlay(merged, weights_config.to_dict())
+  config = ml_collections.ConfigDict(merged)
+  for item in overrides:
+    config_loading.apply_override(config, item)
+  config.lock()
+  return config
+
+
+def load_tracker(config_spec: str | None, weights: str, batch_sequences: int | None,
+                 overrides: list[str] = ()):
+  """-> (model, variables, settings, slots, description). The weights' own config fixes the
+  network's shape; the run config is `config_spec` (None: the weights' config) + `overrides`."""
+  from dropmae_jax.config import loading as config_loading
   from dropmae_jax.track import ostrack
   from dropmae_jax.track import tracker
+  from dropmae_jax.track import weights_source
 
-  config = config_loading.load_config(config_spec, overrides)
-  variables, weights_config = io.load_tracker(weights)
-  for field in ("variant", "template_size", "search_size"):
+  if config_spec is not None:   # a config that does not load is reported before the weights load
+    config = config_loading.load_config(config_spec, overrides)
+  variables, weights_config, described = weights_source.load_tracker_weights(weights)
+  if config_spec is None:
+    config = weights_run_config(weights_config, overrides)
+  for field in MODEL_FIELDS:
     if weights_config.model[field] != config.model[field]:
+      said = (f"--config {config_spec} says" if config_spec is not None
+              else f"--config.model.{field} sets")
       raise config_loading.ConfigError(
-          f"--weights {weights} holds model.{field}={weights_config.model[field]!r} but --config "
-          f"{config_spec} says {config.model[field]!r}")
+          f"--weights {weights} holds model.{field}={weights_config.model[field]!r} but {said} "
+          f"{config.model[field]!r}")
   model = ostrack.OSTrackCE.from_config(weights_config)
   settings = tracker.TrackerSettings.from_config(config)
   slots = batch_sequences or config.tracker.batch_sequences
-  return model, variables, settings, slots
+  return model, variables, settings, slots, described
 
 
 def run_command(args) -> int:
@@ -80,14 +143,20 @@ def run_command(args) -> int:
   from dropmae_jax.track import tracker
 
   # Config and weights first: a mistake there is reported before any data is read.
-  model, variables, settings, slots = load_tracker(args.config, args.weights, args.batch_sequences,
-                                                   args.overrides)
+  if os.path.exists(args.out) and not os.path.isdir(args.out):
+    raise results.ResultsError(f"--out {args.out} is a file, not a results folder")
+  model, variables, settings, slots, described = load_tracker(
+      args.config, args.weights, args.batch_sequences, args.overrides)
+  config_source = args.config or "the weights' config.json"
+  print(f"weights: {described}; config: {config_source}"
+        + (f" + {' '.join(args.overrides)}" if args.overrides else ""))
   bench = datasets.open_benchmark(args.benchmark, args.root, args.split, args.split_file or None)
   names = [n for n in args.sequences.split(",") if n]
   if names:
     bench.restrict(names, "--sequences")
   sequences = list(bench)
-  os.makedirs(args.out, exist_ok=True)
+  # --out is made by the first finished sequence's writes: a run that finishes none (a corrupt
+  # frame, an interrupt) leaves nothing behind.
   todo = [s for s in sequences
           if args.overwrite or not os.path.isfile(result_path(args.benchmark, args.out, s.name))]
   if len(todo) < len(sequences):

@@ -177,3 +177,137 @@ def test_run_reports_bad_input_in_one_line(got10k, weights, tmp_path, capsys):
   assert "serch_factor" in capsys.readouterr().err
   assert track_main(["run", "--config=droptrack_got10k"] + base) == 2
   assert "holds model.variant='micro/16'" in capsys.readouterr().err
+  # A run that finishes no sequence leaves no --out behind (nor the folders above it).
+  first = datasets.load_dataset("got10k", str(broken), "val")[0]
+  with open(first.frames[3], "wb") as f:
+    f.write(b"not a jpeg either")
+  fresh = tmp_path / "new" / "results"
+  assert track_main(["run", f"--weights={d / 'dir'}", "--benchmark=got10k", "--split=val",
+                     f"--root={broken}", f"--out={fresh}", f"--sequences={first.name}"]) == 2
+  err = capsys.readouterr().err
+  assert first.frames[3] in err.splitlines()[-1] and "Traceback" not in err
+  assert not (tmp_path / "new").exists()
+
+
+def _checkpoint_workdir(workdir, variables, config, step, task="droptrack"):
+  """A fine-tuning run's WORKDIR/checkpoints/<step> as the trainer writes it (train state with
+  params, batch_stats and optimizer state; meta with the config and the fingerprint)."""
+  from dropmae_jax.train import checkpoint
+  with config.unlocked():
+    config.task = task
+  state = {"params": variables["params"], "batch_stats": variables["batch_stats"],
+           "opt_state": jax.tree.map(np.zeros_like, variables["params"]),
+           "step": np.int32(step)}
+  manager = checkpoint.Checkpointer(str(workdir), keep=5, async_save=False)
+  manager.save(step, state, meta={"counters": {}, "config": config.to_json_best_effort()})
+  manager.wait_until_finished()
+  manager.close()
+
+
+def _same(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.timeout(300)
+def test_weights_source_reads_imported_folders_and_finetuning_workdirs(weights, tmp_path):
+  from dropmae_jax.track import task as droptrack
+  from dropmae_jax.track import weights_source
+  _, variables, d = weights
+  got, config, described = weights_source.load_tracker_weights(str(d / "dir"))
+  _same(got, variables)
+  assert config.model.variant == "micro/16" and "imported tracker" in described
+
+  # A finished fine-tuning run: its tracker_weights export.
+  workdir = tmp_path / "run"
+  io.save_tracker(str(workdir / droptrack.EXPORT_DIR), variables, small_config())
+  got, _, described = weights_source.load_tracker_weights(str(workdir))
+  _same(got, variables)
+  assert droptrack.EXPORT_DIR in described
+  # The run went on after that export (resumed for more steps): its newest checkpoint is newer.
+  later = jax.tree.map(lambda x: x + 1, variables)
+  old = os.path.getmtime(workdir / droptrack.EXPORT_DIR / io.CONFIG_FILE) - 100
+  os.utime(workdir / droptrack.EXPORT_DIR / io.CONFIG_FILE, (old, old))
+  _checkpoint_workdir(workdir, later, small_config(), step=7)
+  got, config, described = weights_source.load_tracker_weights(str(workdir))
+  _same(got, later)
+  assert "checkpoint step 7" in described and config.model.variant == "micro/16"
+  # A run without an export yet (stopped early, or still training): its checkpoint.
+  only_checkpoints = tmp_path / "early"
+  _checkpoint_workdir(only_checkpoints, later, small_config(), step=3)
+  got, _, described = weights_source.load_tracker_weights(str(only_checkpoints))
+  _same(got, later)
+
+  def error(spec):
+    with pytest.raises(io.ConvertError) as e:
+      weights_source.load_tracker_weights(spec)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+  assert error(str(tmp_path / "missing")) == f"{tmp_path / 'missing'}: no such folder"
+  assert "a file, not a tracker folder" in error(str(d / "net.pth.tar"))
+  (tmp_path / "empty").mkdir()
+  assert "create an imported tracker with `python -m dropmae_jax.convert import-tracker`" in (
+      error(str(tmp_path / "empty")))
+  pretraining = tmp_path / "pretraining"
+  _checkpoint_workdir(pretraining, variables, small_config(), step=2, task="pretrain")
+  assert "'pretrain' run's, not a tracker's" in error(str(pretraining))
+
+
+@pytest.mark.timeout(300)
+def test_run_takes_a_workdir_and_the_weights_config(got10k, weights, tmp_path, capsys):
+  """`run --weights=WORKDIR` without --config tracks as the imported folder with --config does."""
+  _, variables, d = weights
+  name = datasets.load_dataset("got10k", got10k, "val")[0].name
+  common = ["--benchmark=got10k", "--split=val", f"--root={got10k}", f"--sequences={name}",
+            "--batch-sequences=1"]
+  reference = tmp_path / "reference"
+  assert track_main(["run", f"--config={d / 'tracker_config.py'}", f"--weights={d / 'dir'}",
+                     f"--out={reference}"] + common) == 0
+  workdir = tmp_path / "finetune"
+  _checkpoint_workdir(workdir, variables, small_config(), step=4)
+  out = tmp_path / "from_workdir"
+  assert track_main(["run", f"--weights={workdir}", f"--out={out}"] + common) == 0
+  assert "checkpoint step 4); config: the weights' config.json" in capsys.readouterr().out
+  box_file = os.path.join(name, f"{name}_001.txt")
+  assert (reference / box_file).read_text() == (out / box_file).read_text()
+  # Overrides apply to the weights' config; one that changes the network is refused.
+  assert track_main(["run", f"--weights={workdir}", f"--out={tmp_path / 'x'}",
+                     "--config.tracker.serch_factor=4"] + common) == 2
+  assert "did you mean 'tracker.search_factor'?" in capsys.readouterr().err
+  assert track_main(["run", f"--weights={workdir}", f"--out={tmp_path / 'x'}",
+                     "--config.model.search_size=256"] + common) == 2
+  assert "but --config.model.search_size sets 256" in capsys.readouterr().err
+  assert track_main(["run", f"--weights={tmp_path / 'nowhere'}", f"--out={tmp_path / 'x'}"]
+                    + common) == 2
+  assert f"{tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
+  assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("argv, unknown, nearest", [
+    (["--weigths=W", "--benchmark=got10k", "--root=R", "--out=O"], "--weigths", "--weights"),
+    (["--weights=W", "--benchmark=got10k", "--root=R", "--ouput=O"], "--ouput", "--out"),
+])
+def test_run_names_a_misspelt_flag_and_the_nearest(argv, unknown, nearest, capsys):
+  with pytest.raises(SystemExit) as e:
+    track_main(["run"] + argv)
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err == (f"python -m dropmae_jax.track run: error: unknown flag {unknown}; did you mean "
+                 f"{nearest}?\n")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", ["run", "evaluate", "pack"])
+def test_subcommand_help_describes_every_argument(command, capsys):
+  with pytest.raises(SystemExit) as e:
+    track_main([command, "--help"])
+  assert e.value.code == 0
+  out = capsys.readouterr().out
+  assert f"example:\n  python -m dropmae_jax.track {command} " in out
+  options = out.split("options:")[1].split("example:")[0]
+  # Every argument's line has a description after its metavar.
+  entries = [e for e in options.split("\n  -") if e.strip()][1:]   # [0] is --help
+  assert entries and all(len(e.split()) > 2 for e in entries), entries
+  assert "(required)" in options and "(default:" in options

@@ -1,0 +1,170 @@
+"""What a tracker `--weights` argument names, read: the one place that resolves it.
+
+`load_tracker_weights(spec)` takes
+  * an imported tracker folder (`python -m dropmae_jax.convert import-tracker`: DIR/tracker/ +
+    DIR/config.json; also a fine-tuning run's WORKDIR/tracker_weights itself),
+  * a DropTrack fine-tuning WORKDIR: its WORKDIR/tracker_weights (written when the run finished),
+    or its newest good checkpoint under WORKDIR/checkpoints when that is newer (a run still
+    going, stopped early, or resumed for more steps after it finished),
+as `vos propagate --weights` takes a pre-training WORKDIR. Every mistake is one ConvertError line
+naming the path and the problem. `track run` reads its weights here; `convert export-tracker`
+can do the same.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+
+from dropmae_jax.convert import io
+
+CHECKPOINTS_DIR = "checkpoints"
+TRACKER_TASK = "droptrack"
+
+
+def _to_numpy(tree):
+  if isinstance(tree, dict):
+    return {k: _to_numpy(v) for k, v in tree.items()}
+  return np.asarray(tree)
+
+
+def _checkpoint_steps(directory: str) -> list[int]:
+  """Finished orbax steps (all-digit folder names) under `directory`, newest first."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted((int(n) for n in os.listdir(directory)
+                 if n.isdigit() and os.path.isdir(os.path.join(directory, n))), reverse=True)
+
+
+def _short(e: BaseException) -> str:
+  return f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+
+
+def _newest_good_checkpoint(directory: str) -> tuple[dict, ml_collections.ConfigDict, int]:
+  """(variables, config, step) of the newest checkpoint in a fine-tuning run's `directory` that
+  reads and passes the fingerprint saved with it. Read-only: a damaged checkpoint is reported
+  and skipped, never moved (the run that owns the folder may still be writing to it). Arrays are
+  restored as numpy, so a checkpoint written on another device topology reads too."""
+  import jax
+  import orbax.checkpoint as ocp
+  from absl import logging
+  from dropmae_jax.train import fingerprint
+
+  manager = ocp.CheckpointManager(directory, item_handlers={
+      "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+  try:
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+      raise io.ConvertError(f"{directory} holds no finished checkpoint")
+    damaged = []
+    for step in steps:
+      try:
+        meta = dict(manager.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"] or {})
+      except Exception as e:  # pylint: disable=broad-except
+        damaged.append(f"step {step}: its meta cannot be read ({_short(e)})")
+        continue
+      try:
+        config = ml_collections.ConfigDict(json.loads(meta["config"]))
+      except (KeyError, TypeError, ValueError):
+        damaged.append(f"step {step}: its meta holds no readable config")
+        continue
+      task = config.get("task", TRACKER_TASK)
+      if task != TRACKER_TASK:
+        raise io.ConvertError(
+            f"{directory}: checkpoint step {step} is a {task!r} run's, not a tracker's; fine-tune "
+            f"a tracker from it (config droptrack_*, --config.init_from=WORKDIR) or import "
+            f"released weights with `python -m dropmae_jax.convert import-tracker`")
+      try:
+        saved = manager.item_metadata(step)["state"]
+        target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), getattr(saved, "tree", saved))
+        state = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))["state"]
+        problem = fingerprint.fingerprint_problem(state, meta)
+      except Exception as e:  # pylint: disable=broad-except
+        problem = f"it cannot be read ({_short(e)})"
+      if problem is None and not (isinstance(state, dict) and state.get("params")
+                                  and state.get("batch_stats")):
+        problem = "it holds no 'params' or no 'batch_stats' (not a tracker's train state)"
+      if problem is None:
+        if damaged:
+          logging.warning("%s: using checkpoint step %d; newer ones are damaged: %s", directory,
+                          step, "; ".join(damaged))
+        variables = {"params": _to_numpy(state["params"]),
+                     "batch_stats": _to_numpy(state["batch_stats"])}
+        return variables, config, step
+      damaged.append(f"step {step}: {problem}")
+    raise io.ConvertError(f"{directory}: no checkpoint can be used — " + "; ".join(damaged))
+  finally:
+    manager.close()
+
+
+def _mtime(path: str) -> float:
+  try:
+    return os.path.getmtime(path)
+  except OSError:
+    return 0.0
+
+
+def _load_imported(path: str, shown: str) -> tuple[dict, ml_collections.ConfigDict]:
+  """io.load_tracker with its folder's problems (no config.json, unreadable arrays) in one line."""
+  if not os.path.isfile(os.path.join(path, io.CONFIG_FILE)):
+    raise io.ConvertError(f"{shown}: no {io.CONFIG_FILE} next to {io.TRACKER_DIR}/ (an imported "
+                          "tracker folder has both)")
+  try:
+    return io.load_tracker(path)
+  except io.ConvertError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (orbax / json raise many types)
+    raise io.ConvertError(f"{shown}: the tracker weights cannot be read ({_short(e)})") from e
+
+
+def load_tracker_weights(spec: str) -> tuple[dict, ml_collections.ConfigDict, str]:
+  """({'params', 'batch_stats'} as numpy, the weights' config, a one-line description) of an
+  imported tracker folder or a fine-tuning WORKDIR (see the module docstring).
+
+  Raises:
+    io.ConvertError: `spec` does not exist, is a file, is neither kind of folder, or holds no
+      usable tracker weights; one line naming it.
+  """
+  from dropmae_jax.track.task import EXPORT_DIR
+  path = os.path.abspath(spec)
+  if not os.path.exists(path):
+    raise io.ConvertError(f"{spec}: no such folder")
+  if not os.path.isdir(path):
+    raise io.ConvertError(
+        f"{spec}: a file, not a tracker folder; a released .pth.tar becomes one with "
+        f"`python -m dropmae_jax.convert import-tracker {spec} --out DIR`")
+  if os.path.isdir(os.path.join(path, io.TRACKER_DIR)):
+    variables, config = _load_imported(path, spec)
+    return variables, config, f"{spec} (imported tracker)"
+
+  export = os.path.join(path, EXPORT_DIR)
+  has_export = os.path.isdir(os.path.join(export, io.TRACKER_DIR))
+  checkpoints = os.path.join(path, CHECKPOINTS_DIR)
+  steps = _checkpoint_steps(checkpoints)
+  if not has_export and not steps:
+    raise io.ConvertError(
+        f"{spec}: neither an imported tracker ({io.TRACKER_DIR}/ inside) nor a fine-tuning "
+        f"workdir ({EXPORT_DIR}/ or {CHECKPOINTS_DIR}/ inside); create an imported tracker with "
+        f"`python -m dropmae_jax.convert import-tracker`")
+  # The export is written after the run's last checkpoint; a newer checkpoint means the run
+  # went on (or is going on) after that export.
+  export_time = _mtime(os.path.join(export, io.CONFIG_FILE))
+  newest_checkpoint_time = _mtime(os.path.join(checkpoints, str(steps[0]))) if steps else 0.0
+  if has_export and export_time >= newest_checkpoint_time:
+    variables, config = _load_imported(export, os.path.join(spec, EXPORT_DIR))
+    return variables, config, f"{os.path.join(spec, EXPORT_DIR)} (the fine-tuning run's export)"
+  try:
+    variables, config, step = _newest_good_checkpoint(checkpoints)
+  except io.ConvertError:
+    if not has_export:
+      raise
+    from absl import logging
+    logging.warning("%s: no usable checkpoint newer than %s; using that export", checkpoints,
+                    export)
+    variables, config = _load_imported(export, os.path.join(spec, EXPORT_DIR))
+    return variables, config, f"{os.path.join(spec, EXPORT_DIR)} (the fine-tuning run's export)"
+  return variables, config, f"{spec} (fine-tuning checkpoint step {step})"
