@@ -24,8 +24,8 @@ and a last line for scripts:
 layer time and peak are shown; nan = not measured).
 
 Each section runs in its own Python process (`--one=SECTION`; the sections' code is in
-gpu_report_sections.py) with a time limit, so a crash, a hang or an out-of-memory in one prints
-`FAILED: <reason>` and the report goes on; the limits add
+gpu_report_sections.py, what both share in gpu_report_rows.py) with a time limit, so a crash, a
+hang or an out-of-memory in one prints `FAILED: <reason>` and the report goes on; the limits add
 up to --budget_s (default 285 s), and a section that finishes early leaves its time to the train
 table. This process never imports JAX, so it holds no GPU memory. Peak memory per row: 'compiled'
 is XLA's buffer assignment for the step (arguments + outputs + temporaries − donated aliases:
@@ -46,11 +46,11 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable
+
+from gpu_report_rows import JSON_PREFIX, Shapes, gib, plan_rows, row_record, run_table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-JSON_PREFIX = "@@JSON "
 SECTIONS = ("env", "check", "kernels", "train")
 TITLES = {
     "env": "1. device, versions, what auto picks",
@@ -67,22 +67,6 @@ KERNEL_SYSTEMS = (("dropmae_kernels", "kernels", "fused"),
                   ("dropmae_kernels_cudnn", "kernels_cudnn", "cudnn"))
 # Released PyTorch code, same H200 and day as shared/measurements/2026-11-27-h200.md (batch 64).
 RELEASED = {"twinmae": (880, 15.8), "dropmae": (223, 19.1)}   # pairs/s, peak GiB
-
-
-@dataclasses.dataclass(frozen=True)
-class Shapes:
-  """What the report measures. GPU: the paper's ViT-B setting; smoke: tiny, for a CPU."""
-  layer: tuple[int, int, int, int]    # (B, L, H, D) of one decoder attention layer
-  layer_dtype: str
-  drop_ratio: float
-  variant: str
-  img_size: int
-  decoder: tuple[int, int, int]       # width, depth, heads
-  step_dtype: str
-  batches: tuple[int, ...]
-  layer_iters: int
-  step_iters: int
-  budget_s: float
 
 
 FULL = Shapes((64, 392, 16, 32), "bfloat16", 0.1, "B/16", 224, (512, 8, 16), "bfloat16",
@@ -235,42 +219,12 @@ def isolated_train_rows(args, shapes: Shapes, deadline: float) -> list[dict]:
   return meta + rows
 
 
-def plan_rows(batches) -> list[tuple[str, int]]:
-  """Row order: TwinMAE and the kernels at each batch first (what the table is for), the
-  reference (the old default, slow and large) last, so a short budget loses the least."""
-  rows = [(s, b) for b in batches for s in ("twinmae", "dropmae_kernels", "dropmae_kernels_cudnn")]
-  return rows + [("dropmae_reference", b) for b in batches]
-
-
-def run_table(rows, run_row: Callable[[str, int, bool], dict], remat_fallback: bool) -> list[dict]:
-  """Runs (system, batch) rows in order; a row that is OOM is followed by its remat=True row."""
-  results = []
-  for system, batch in rows:
-    result = run_row(system, batch, False)
-    results.append(result)
-    if remat_fallback and result["status"] == "OOM":
-      results.append(run_row(system, batch, True))
-  return results
-
-
-def row_record(system: str, batch: int, remat: bool, *, status: str = "ok", seconds=None,
-               compiled_bytes=None, measured_bytes=None, measured_upper_bytes=None,
-               note: str = "") -> dict:
-  return {"kind": "row", "system": system, "batch": batch, "remat": remat, "status": status,
-          "seconds": seconds, "compiled_bytes": compiled_bytes, "measured_bytes": measured_bytes,
-          "measured_upper_bytes": measured_upper_bytes, "note": note}
-
-
-def _gib(b) -> str:
-  return "—" if b is None else f"{b / (1 << 30):.3g}"
-
-
 def print_train_table(records: list[dict], shapes: Shapes) -> None:
   rows = [r for r in records if r.get("kind") == "row"]
   meta = next((r for r in records if r.get("kind") == "train_meta"), {})
   print(f"\ntrain step, {shapes.variant} @ {shapes.img_size}px, two frames, {shapes.step_dtype}, "
         f"P {shapes.drop_ratio}; {meta.get('device', '?')}; memory limit "
-        f"{_gib(meta.get('limit_bytes'))} GiB")
+        f"{gib(meta.get('limit_bytes'))} GiB")
   print(f"{'batch':>6}  {'system':<30}{'ms/step':>9}{'pairs/s':>9}{'vs TwinMAE':>11}"
         f"{'compiled GiB':>13}{'measured GiB':>13}  note")
   order = {s: i for i, s in enumerate(SYSTEMS)}
@@ -284,12 +238,12 @@ def print_train_table(records: list[dict], shapes: Shapes) -> None:
     if r["status"] == "ok":
       sec = r["seconds"]
       ratio = f"{sec / twin[r['batch']]:.2f}x" if r["batch"] in twin else "—"
-      measured = (_gib(r["measured_bytes"]) if r["measured_bytes"] is not None else
-                  f"≤{_gib(r['measured_upper_bytes'])}" if r["measured_upper_bytes"] else "—")
+      measured = (gib(r["measured_bytes"]) if r["measured_bytes"] is not None else
+                  f"≤{gib(r['measured_upper_bytes'])}" if r["measured_upper_bytes"] else "—")
       print(f"{r['batch']:>6}  {label:<30}{1e3 * sec:>9.1f}{r['batch'] / sec:>9.1f}{ratio:>11}"
-            f"{_gib(r['compiled_bytes']):>13}{measured:>13}  {r['note']}")
+            f"{gib(r['compiled_bytes']):>13}{measured:>13}  {r['note']}")
     else:
-      print(f"{r['batch']:>6}  {label:<30}{'':>9}{'':>9}{'':>11}{_gib(r['compiled_bytes']):>13}"
+      print(f"{r['batch']:>6}  {label:<30}{'':>9}{'':>9}{'':>11}{gib(r['compiled_bytes']):>13}"
             f"{'':>13}  {r['status']}{': ' + r['note'] if r['note'] else ''}")
   missing = [(s, b) for s, b in plan_rows(shapes.batches)
              if not any(r["system"] == s and r["batch"] == b for r in rows)]

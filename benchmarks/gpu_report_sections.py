@@ -10,7 +10,7 @@ import json
 import os
 import time
 
-from gpu_report import JSON_PREFIX, Shapes, _gib, plan_rows, row_record, run_table
+from gpu_report_rows import JSON_PREFIX, Shapes, gib, plan_rows, row_record, run_table
 
 
 def emit(record: dict) -> None:
@@ -66,7 +66,7 @@ def section_env(args, shapes: Shapes, deadline: float) -> None:
   limit = stats.get("bytes_limit")
   print(f"device    {device.device_kind} (platform {device.platform}, {jax.device_count()} "
         f"device(s)), compute capability {cc}")
-  print(f"memory    limit {_gib(limit)} GiB for JAX (XLA_PYTHON_CLIENT_MEM_FRACTION="
+  print(f"memory    limit {gib(limit)} GiB for JAX (XLA_PYTHON_CLIENT_MEM_FRACTION="
         f"{os.environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION', 'default')})")
   try:
     backend_version = jax.extend.backend.get_backend().platform_version
@@ -295,8 +295,8 @@ def measure_row(_common, asad, config, state, system, batch, remat, limit, iters
     compiled_bytes = _common.compiled_bytes(compiled)
     if limit is not None and compiled_bytes is not None and compiled_bytes > limit:
       return row_record(system, batch, remat, status="OOM", compiled_bytes=compiled_bytes,
-                        note=f"compiled step needs {_gib(compiled_bytes)} GiB > "
-                             f"{_gib(limit)} GiB limit; not run")
+                        note=f"compiled step needs {gib(compiled_bytes)} GiB > "
+                             f"{gib(limit)} GiB limit; not run")
     seconds = _common.run_step(compiled, state, example, iters)
   except Exception as e:  # noqa: BLE001
     status = "OOM" if _common.is_out_of_memory(e) else "FAILED"

@@ -10,6 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import gpu_report  # noqa: E402  (imports no JAX: the report's parent process never does)
+import gpu_report_rows  # noqa: E402
 
 RESULT = re.compile(r"^RESULT dropmae_pairs_per_sec=(\S+) twinmae_pairs_per_sec=(\S+) "
                     r"asad_layer_fwdbwd_ms=(\S+) peak_gib=(\S+) dropmae_batch=(\d+) "
@@ -17,12 +18,12 @@ RESULT = re.compile(r"^RESULT dropmae_pairs_per_sec=(\S+) twinmae_pairs_per_sec=
 
 
 def ok(system, batch, seconds, compiled=None, measured=None, remat=False):
-  return gpu_report.row_record(system, batch, remat, seconds=seconds, compiled_bytes=compiled,
-                               measured_bytes=measured)
+  return gpu_report_rows.row_record(system, batch, remat, seconds=seconds,
+                                    compiled_bytes=compiled, measured_bytes=measured)
 
 
 def test_rows_in_priority_order_and_oom_retried_with_remat():
-  rows = gpu_report.plan_rows((64, 128))
+  rows = gpu_report_rows.plan_rows((64, 128))
   assert rows == [("twinmae", 64), ("dropmae_kernels", 64), ("dropmae_kernels_cudnn", 64),
                   ("twinmae", 128), ("dropmae_kernels", 128), ("dropmae_kernels_cudnn", 128),
                   ("dropmae_reference", 64), ("dropmae_reference", 128)]
@@ -32,17 +33,17 @@ def test_rows_in_priority_order_and_oom_retried_with_remat():
   def run_row(system, batch, remat):
     calls.append((system, batch, remat))
     oom = batch == 128 and system != "twinmae" and not remat
-    return gpu_report.row_record(system, batch, remat, status="OOM" if oom else "ok",
-                                 seconds=None if oom else 1.0)
+    return gpu_report_rows.row_record(system, batch, remat, status="OOM" if oom else "ok",
+                                      seconds=None if oom else 1.0)
 
-  results = gpu_report.run_table(rows, run_row, remat_fallback=True)
+  results = gpu_report_rows.run_table(rows, run_row, remat_fallback=True)
   assert calls == [("twinmae", 64, False), ("dropmae_kernels", 64, False),
                    ("twinmae", 128, False), ("dropmae_kernels", 128, False),
                    ("dropmae_kernels", 128, True), ("dropmae_reference", 64, False),
                    ("dropmae_reference", 128, False), ("dropmae_reference", 128, True)]
   assert [r["status"] for r in results].count("OOM") == 2
   calls.clear()
-  gpu_report.run_table(rows, run_row, remat_fallback=False)   # --isolate_rows children
+  gpu_report_rows.run_table(rows, run_row, remat_fallback=False)   # --isolate_rows children
   assert all(not remat for _, _, remat in calls) and len(calls) == len(rows)
 
 
@@ -52,7 +53,7 @@ def test_result_line_takes_each_systems_best_batch():
       ok("twinmae", 64, 64 / 1000), ok("twinmae", 128, 128 / 1200),
       ok("dropmae_kernels", 64, 64 / 900, compiled=9 * gib, measured=10 * gib),
       ok("dropmae_kernels", 128, 128 / 950, compiled=17 * gib),     # measured not available
-      gpu_report.row_record("dropmae_kernels", 256, False, status="OOM"),
+      gpu_report_rows.row_record("dropmae_kernels", 256, False, status="OOM"),
       ok("dropmae_kernels", 256, 256 / 940, compiled=30 * gib, remat=True),
       ok("dropmae_reference", 64, 64 / 2000),                       # not a kernels row: ignored
   ]
@@ -80,7 +81,8 @@ def test_train_table_prints_ratios_oom_and_missing_rows(capsys):
   shapes = gpu_report.SMOKE
   records = [{"kind": "train_meta", "device": "fake", "kernel": "pallas_gpu", "limit_bytes": None},
              ok("twinmae", 2, 0.01), ok("dropmae_kernels", 2, 0.02),
-             gpu_report.row_record("dropmae_kernels", 4, False, status="OOM", note="needs 9 GiB"),
+             gpu_report_rows.row_record("dropmae_kernels", 4, False, status="OOM",
+                                        note="needs 9 GiB"),
              ok("dropmae_kernels", 4, 0.05, remat=True)]
   gpu_report.print_train_table(records, shapes)
   out = capsys.readouterr().out
