@@ -41,6 +41,10 @@ _CHANNEL_BUCKET = 8
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
+class ProtocolError(ValueError):
+  """Protocol settings that cannot work (on these frames); one line naming them."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Protocol:
   """DINO's defaults (eval_video_segmentation.py's argparse and code)."""
@@ -57,7 +61,7 @@ class Protocol:
 
   def __post_init__(self):
     if self.n_last_frames < 0 or self.topk < 1 or self.temperature <= 0:
-      raise ValueError(f"bad label-propagation protocol {self}: need n_last_frames >= 0, "
+      raise ProtocolError(f"bad label-propagation protocol {self}: need n_last_frames >= 0, "
                        "topk >= 1, temperature > 0")
 
 
@@ -159,7 +163,7 @@ def propagate_sequence(encoder: features_lib.FrameEncoder, frames: np.ndarray,
                                        protocol.size_multiple)
   p = encoder.patch_size
   if in_h % p or in_w % p or in_h < p or in_w < p:
-    raise ValueError(f"encoder input {in_w}x{in_h} (from {width}x{height}, short_side "
+    raise ProtocolError(f"encoder input {in_w}x{in_h} (from {width}x{height}, short_side "
                      f"{protocol.short_side}, size_multiple {protocol.size_multiple}) is not a "
                      f"positive multiple of the patch size {p}")
   grid = (in_h // p, in_w // p)
@@ -187,16 +191,76 @@ def propagate_sequence(encoder: features_lib.FrameEncoder, frames: np.ndarray,
     yield t, full
 
 
+class OutputError(ValueError):
+  """A results folder that would be overwritten or cannot be written; names the folder."""
+
+
+def output_state(out_dir: str, seq: davis.VosSequence) -> str:
+  """'missing', 'finished' (out_dir/<seq>/ holds a PNG for every frame: `run` renames a
+  sequence's folder into place only when complete) or 'partial' (anything else at that path)."""
+  folder = os.path.join(out_dir, seq.name)
+  if not os.path.lexists(folder):
+    return "missing"
+  if not os.path.isdir(folder):
+    return "partial"
+  present = set(os.listdir(folder))
+  return "finished" if all(f"{t}.png" in present for t in seq.frame_ids) else "partial"
+
+
+def select_sequences(dataset: davis.DavisDataset, out_dir: str, overwrite: bool = False
+                     ) -> tuple[list[davis.VosSequence], list[davis.VosSequence]]:
+  """(sequences to propagate, sequences whose finished results in out_dir are kept).
+
+  Without `overwrite`, finished results are kept, and a folder of a dataset sequence's name that
+  is not a finished result (another tool's partial output, a file) stops the run before anything
+  is written. With it, every sequence is propagated and its folder replaced.
+  """
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise OutputError(f"--out {out_dir} is a file, not a results folder")
+  sequences = list(dataset)
+  if overwrite:
+    return sequences, []
+  states = {s.name: output_state(out_dir, s) for s in sequences}
+  partial = [n for n, state in states.items() if state == "partial"]
+  if partial:
+    raise OutputError(
+        f"{os.path.join(out_dir, partial[0])} exists but is not a finished result (a PNG for "
+        f"every frame){f' (and {len(partial) - 1} more)' if len(partial) > 1 else ''}; remove it "
+        f"or pass --overwrite to replace it")
+  return ([s for s in sequences if states[s.name] == "missing"],
+          [s for s in sequences if states[s.name] == "finished"])
+
+
+def _missing_folders(path: str) -> list[str]:
+  """`path` and those of its ancestors that do not exist yet, deepest first."""
+  missing = []
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
+
+
 def run(encoder: features_lib.FrameEncoder, dataset: davis.DavisDataset, out_dir: str,
-        protocol: Protocol, progress: bool = True) -> list[str]:
-  """Propagates every sequence of `dataset`; writes out_dir/<seq>/<frame>.png (palette PNGs).
+        protocol: Protocol, progress: bool = True,
+        sequences: list[davis.VosSequence] | None = None) -> list[str]:
+  """Propagates `sequences` (default: every sequence of `dataset`); writes
+  out_dir/<seq>/<frame>.png (palette PNGs).
 
   Each sequence is written into a temporary folder and renamed into place when complete (an
-  existing one is replaced), so a crash never leaves a half-written sequence. Returns the names.
+  existing one is replaced), so a crash never leaves a half-written sequence; a run that fails
+  before its first sequence is complete also removes the folders it created for out_dir.
+  Returns the names.
   """
   import tqdm
+  sequences = list(dataset) if sequences is None else list(sequences)
+  if not sequences:
+    return []
+  created = _missing_folders(out_dir)
   os.makedirs(out_dir, exist_ok=True)
-  sequences = list(dataset)
   total = sum(s.num_frames for s in sequences)
   bar = tqdm.tqdm(total=total, desc="propagate", unit="frame", disable=not progress)
   try:
@@ -205,14 +269,26 @@ def run(encoder: features_lib.FrameEncoder, dataset: davis.DavisDataset, out_dir
       frames = dataset.read_frames(seq)
       tmp = os.path.join(out_dir, f".{seq.name}.tmp-{os.getpid()}")
       shutil.rmtree(tmp, ignore_errors=True)
-      os.makedirs(tmp)
-      bar.set_postfix_str(seq.name)
-      for t, ids in propagate_sequence(encoder, frames, first_ids, k, protocol, bar.update):
-        davis.write_palette_png(os.path.join(tmp, f"{seq.frame_ids[t]}.png"), ids)
-      target = os.path.join(out_dir, seq.name)
-      if os.path.exists(target):
-        shutil.rmtree(target)
-      os.replace(tmp, target)
+      try:
+        os.makedirs(tmp)
+        bar.set_postfix_str(seq.name)
+        for t, ids in propagate_sequence(encoder, frames, first_ids, k, protocol, bar.update):
+          davis.write_palette_png(os.path.join(tmp, f"{seq.frame_ids[t]}.png"), ids)
+        target = os.path.join(out_dir, seq.name)
+        if os.path.isdir(target) and not os.path.islink(target):
+          shutil.rmtree(target)
+        elif os.path.lexists(target):
+          os.remove(target)
+        os.replace(tmp, target)
+      finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+  except BaseException:
+    for folder in created:   # only the folders this run made, and only while empty
+      try:
+        os.rmdir(folder)
+      except OSError:
+        break
+    raise
   finally:
     bar.close()
   return [s.name for s in sequences]
