@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dropmae_jax.config import arguments
 from dropmae_jax.config import loading as config_loading
 from dropmae_jax.convert import io
 from dropmae_jax.convert import layout
@@ -74,7 +75,7 @@ def task_command(command: str):
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m dropmae_jax.convert", description=__doc__,
+  parser = arguments.ArgumentParser(prog="python -m dropmae_jax.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
   imp = sub.add_parser("import", help="PyTorch checkpoint -> our checkpoint")

@@ -9,7 +9,6 @@ listed in OUT/report.json. Train on it with --config.data.format=frames --config
 """
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -18,6 +17,7 @@ import sys
 import numpy as np
 import tqdm
 
+from dropmae_jax.config import arguments
 from dropmae_jax.data import frame_store
 from dropmae_jax.data import index
 from dropmae_jax.data import video
@@ -137,7 +137,7 @@ def build(src: str, out: str, *, short_side: int = 256, quality: int = 90,
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m dropmae_jax.data.build_frame_store",
+  parser = arguments.ArgumentParser(prog="python -m dropmae_jax.data.build_frame_store",
                                    description=__doc__.splitlines()[0])
   parser.add_argument("--src", required=True, help="Kinetics-layout folder (class/*.mp4)")
   parser.add_argument("--out", required=True, help="frame store folder")

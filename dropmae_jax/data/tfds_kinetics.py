@@ -45,7 +45,6 @@ hard-linked into the dataset when all are done, and the folder is removed after.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import importlib
@@ -57,6 +56,7 @@ import sys
 import numpy as np
 import tensorflow_datasets as tfds
 
+from dropmae_jax.config import arguments
 from dropmae_jax.data import build_frame_store
 from dropmae_jax.data import index
 
@@ -305,7 +305,7 @@ def _link(src: str, dst: str) -> None:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m dropmae_jax.data.tfds_kinetics",
+  parser = arguments.ArgumentParser(prog="python -m dropmae_jax.data.tfds_kinetics",
                                    description=__doc__.splitlines()[0])
   parser.add_argument("--manual_dir", required=True, help="Kinetics-layout videos")
   parser.add_argument("--data_dir", required=True, help="TFDS data_dir to write into")
