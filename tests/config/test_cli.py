@@ -173,7 +173,8 @@ def test_every_default_field_is_documented():
   leaves = [name for name, _ in config_fields.leaf_items(configlib.pretrain_defaults())]
   assert sorted(leaves) == sorted(docs)
   assert docs["batch_size"] == "global batch (pairs) per optimizer step"
-  assert docs["log_every"] == "steps between metrics.jsonl / TensorBoard rows"
+  assert docs["log_every"] == ("steps between metrics.jsonl / TensorBoard rows (>= 1; the last "
+                               "step is always logged)")
 
 
 def test_help_lists_the_fields_and_exits_0_from_any_directory(tmp_path):
