@@ -1,6 +1,7 @@
 """Reading and writing the files on both sides: PyTorch .pth / safetensors, our orbax checkpoints."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -9,6 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dropmae_jax.config import defaults as configlib
+from dropmae_jax.convert import outputs
 from dropmae_jax.models import vit
 
 PARAMS_DIR = "params"          # an imported checkpoint: DIR/params (orbax) + DIR/config.json
@@ -28,40 +30,115 @@ def _torch():
   return torch
 
 
-def read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
-  """A released .pth ({'model': state_dict, ...}, a tracker's {'net': state_dict, ...} or a bare
-  state dict) -> key -> float32 numpy."""
+@dataclasses.dataclass
+class TorchCheckpoint:
+  """A PyTorch checkpoint file as read by `read_torch_checkpoint`.
+
+  state: the state dict, key -> numpy (float tensors float32, integer ones such as BatchNorm's
+    num_batches_tracked int64).
+  entries: the file's other top-level entries (plain data; objects of other classes are inert
+    `torch_pickle.Ignored` placeholders); empty for a bare state dict or safetensors.
+  ignored: one line naming what was not read (None when the file holds only the state dict).
+  """
+  state: dict[str, np.ndarray]
+  entries: dict
+  ignored: str | None
+
+
+STATE_DICT_KEYS = ("model", "net")   # MAE's save_model / OSTrack's trainer
+
+
+def read_torch_checkpoint(path: str) -> TorchCheckpoint:
+  """A released .pth / .pth.tar ({'model': state_dict, ...}, a tracker's {'net': state_dict,
+  ...} or a bare state dict), or a .safetensors file, read without running pickled code
+  (`torch_pickle`: other classes' objects, e.g. MAE's `args` Namespace or OSTrack's `settings`,
+  become inert placeholders). Raises ConvertError naming the file and the problem."""
   if not os.path.isfile(path):
     raise ConvertError(f"{path}: no such file")
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file
-    return {k: v.astype(np.float32) for k, v in load_file(path).items()}
+    try:
+      tensors = load_file(path)
+    except Exception as e:  # pylint: disable=broad-except  (safetensors raises its own types)
+      raise ConvertError(f"{path}: not a readable safetensors file ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:160]})") from e
+    return TorchCheckpoint({k: _numpy_of(v) for k, v in tensors.items()}, {}, None)
   torch = _torch()
+  from dropmae_jax.convert import torch_pickle
   try:
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # torch raises many types for truncated / foreign pickles
-    raise ConvertError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
-  state = None
+    blob = torch_pickle.load(path).obj
+  except torch_pickle.TorchFileError as e:
+    raise ConvertError(f"{path}: not a readable PyTorch checkpoint: {e}") from e
+  used = None
+  state = blob
   if isinstance(blob, dict):
-    state = blob["model"] if "model" in blob else blob.get("net", blob)
-  if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-    raise ConvertError(f"{path}: expected {{'model'|'net': state_dict}} or a state dict of tensors, "
-                       f"found {type(blob).__name__} with keys {list(blob)[:8] if isinstance(blob, dict) else ''}")
-  return {k: v.detach().float().cpu().numpy() for k, v in state.items()}
+    used = next((k for k in STATE_DICT_KEYS if k in blob), None)
+    state = blob[used] if used is not None else blob
+  if not isinstance(state, dict) or not state or not all(
+      isinstance(v, torch.Tensor) for v in state.values()):
+    what = type(state).__name__
+    if isinstance(state, torch_pickle.Ignored):
+      what = f"a pickled {state.global_name} object (not read)"
+    elif isinstance(state, dict):
+      others = sorted({type(v).__name__ for v in state.values() if not isinstance(v, torch.Tensor)})
+      what = f"a dict with keys {list(state)[:8]}" + (f" holding {', '.join(others)}" if others else "")
+    where = f"['{used}']" if used is not None else ""
+    raise ConvertError(f"{path}: expected {{'model'|'net': state_dict}} or a state dict of "
+                       f"tensors; found {what}{' in ' + where if where else ''}")
+  entries = {k: v for k, v in blob.items() if k != used} if used is not None else {}
+  line = torch_pickle.describe_ignored(blob, used) if used is not None else None
+  return TorchCheckpoint({str(k): _numpy_of(v) for k, v in state.items()}, entries, line)
+
+
+def _numpy_of(value) -> np.ndarray:
+  """A torch tensor or numpy array -> numpy: floating point as float32, integers as int64."""
+  if hasattr(value, "detach"):
+    value = value.detach().cpu()
+    value = value.float().numpy() if value.is_floating_point() else value.long().numpy()
+  value = np.asarray(value)
+  return value.astype(np.float32 if np.issubdtype(value.dtype, np.floating) else np.int64,
+                      copy=False)
+
+
+def read_torch_state_dict(path: str, notes: list[str] | None = None) -> dict[str, np.ndarray]:
+  """The state dict of a released .pth / .pth.tar / .safetensors (see `read_torch_checkpoint`):
+  key -> float32 numpy (int64 for integer tensors). `notes`, when given, receives the one line
+  naming what the file held besides the state dict (args, optimizer, settings...)."""
+  checkpoint = read_torch_checkpoint(path)
+  if notes is not None and checkpoint.ignored:
+    notes.append(checkpoint.ignored)
+  return checkpoint.state
+
+
+def check_output(out: str, overwrite: bool, *, folder: bool, ours: tuple[str, ...] = ()) -> None:
+  """Raise ConvertError (one line) unless `out` may be written: it does not exist, or (folders)
+  is empty or holds none of `ours`, or `overwrite` allows replacing the finished output."""
+  if not os.path.lexists(out):
+    return
+  if folder != os.path.isdir(out):
+    kind = "a folder" if os.path.isdir(out) else "a file"
+    raise ConvertError(f"--out {out}: is {kind}; give a {'folder' if folder else 'file'} path")
+  if folder:
+    present = sorted(set(os.listdir(out)) & set(ours))
+    if not present or overwrite:
+      return
+    raise ConvertError(f"--out {out}: already holds an earlier output ({', '.join(present)}); "
+                       "pass --overwrite to replace it")
+  if not overwrite:
+    raise ConvertError(f"--out {out}: already exists; pass --overwrite to replace it")
 
 
 def write_torch_state_dict(state: dict[str, np.ndarray], path: str) -> None:
-  """{'model': state_dict} with float32 tensors (.pth), or a flat safetensors file."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-  tmp = path + ".tmp"
-  if path.endswith(".safetensors"):
-    from safetensors.numpy import save_file
-    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}, tmp)
-  else:
-    torch = _torch()
-    tensors = {k: torch.from_numpy(np.array(v, np.float32, copy=True)) for k, v in state.items()}
-    torch.save({"model": tensors}, tmp)
-  os.replace(tmp, path)  # never a half-written export
+  """{'model': state_dict} with float32 tensors (.pth), or a flat safetensors file; written to a
+  temporary sibling and renamed into place (never half-written)."""
+  with outputs.staged_file(path) as tmp:
+    if path.endswith(".safetensors"):
+      from safetensors.numpy import save_file
+      save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}, tmp)
+    else:
+      torch = _torch()
+      tensors = {k: torch.from_numpy(np.array(v, np.float32, copy=True)) for k, v in state.items()}
+      torch.save({"model": tensors}, tmp)
 
 
 def infer_model_config(state: dict[str, np.ndarray]) -> ml_collections.ConfigDict:
@@ -88,16 +165,19 @@ def infer_model_config(state: dict[str, np.ndarray]) -> ml_collections.ConfigDic
   return config
 
 
+PARAMS_ENTRIES = (PARAMS_DIR, CONFIG_FILE)   # what an imported checkpoint folder holds
+
+
 def save_params(directory: str, params, config: ml_collections.ConfigDict) -> str:
-  """DIR/params (orbax) + DIR/config.json: what `config.init_from` and `export` read."""
+  """DIR/params (orbax) + DIR/config.json: what `config.init_from` and `export` read. Built as a
+  temporary sibling and renamed into place (`outputs.staged_dir`): never half-written."""
   directory = os.path.abspath(directory)
-  os.makedirs(directory, exist_ok=True)
-  target = os.path.join(directory, PARAMS_DIR)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(target, {"params": params}, force=True)
-  checkpointer.wait_until_finished()
-  with open(os.path.join(directory, CONFIG_FILE), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  with outputs.staged_dir(directory, PARAMS_ENTRIES) as staging:
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(staging, PARAMS_DIR), {"params": params}, force=True)
+    checkpointer.wait_until_finished()
+    with open(os.path.join(staging, CONFIG_FILE), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
   return directory
 
 
@@ -156,43 +236,56 @@ def _to_numpy(tree):
   return np.asarray(tree)
 
 
-def write_tracker_checkpoint(state: dict[str, np.ndarray], path: str) -> None:
-  """{'net': state_dict} as the released DropTrack/OSTrack .pth.tar: float32 tensors, int64 for
-  BatchNorm's num_batches_tracked. Written to a temporary file and renamed (never half-written)."""
+def write_tracker_checkpoint(state: dict[str, np.ndarray], path: str,
+                             extra: dict | None = None) -> None:
+  """{'net': state_dict, **extra} as the released DropTrack/OSTrack .pth.tar: the state dict in
+  the order given (an OrderedDict, as `nn.Module.state_dict()`), float32 tensors, int64 for
+  BatchNorm's num_batches_tracked. `extra` must be plain data (str, numbers, lists, dicts), so
+  `torch.load(weights_only=True)` still reads the file. Written to a temporary sibling and
+  renamed into place (never half-written)."""
+  import collections
   torch = _torch()
-  os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-  tensors = {}
+  tensors = collections.OrderedDict()
   for k, v in state.items():
-    v = np.asarray(v)
     dtype = np.int64 if k.endswith("num_batches_tracked") else np.float32
-    tensors[k] = torch.from_numpy(np.array(v, dtype, copy=True))
-  tmp = path + ".tmp"
-  torch.save({"net": tensors}, tmp)
-  os.replace(tmp, path)
+    tensors[k] = torch.from_numpy(np.array(np.asarray(v), dtype, copy=True))
+  with outputs.staged_file(path) as tmp:
+    torch.save({"net": tensors, **(extra or {})}, tmp)
 
 
-def save_tracker(directory: str, variables: dict, config: ml_collections.ConfigDict) -> str:
-  """DIR/tracker (orbax: params + batch_stats) + DIR/config.json.
+NUM_BATCHES_FILE = "num_batches_tracked.json"
+# What an imported tracker folder holds (and an earlier version's staging leftovers).
+TRACKER_ENTRIES = (TRACKER_DIR, CONFIG_FILE, NUM_BATCHES_FILE, TRACKER_DIR + ".partial",
+                   CONFIG_FILE + ".tmp")
 
-  Both are written next to their final names and renamed into place, so a failure leaves any
-  earlier import in DIR intact and no half-written one.
+
+def save_tracker(directory: str, variables: dict, config: ml_collections.ConfigDict,
+                 num_batches_tracked: dict[str, int] | None = None) -> str:
+  """DIR/tracker (orbax: params + batch_stats) + DIR/config.json [+ DIR/num_batches_tracked.json].
+
+  Args:
+    directory: the tracker folder (`track run --weights`, `convert export-tracker`).
+    variables: {'params', 'batch_stats'}.
+    config: the tracker's config (its model fixes the network's shapes).
+    num_batches_tracked: BatchNorm counters by torch key ('box_head.conv1_ctr.1.
+      num_batches_tracked' -> int), kept from an imported checkpoint so that `export-tracker`
+      writes them back; None (fresh or fine-tuned weights) stores none and exports 0.
+
+  The folder is built as a temporary sibling and renamed into place (`outputs.staged_dir`): a
+  failure leaves any earlier tracker in DIR intact and no half-written one.
   """
-  import shutil
   directory = os.path.abspath(directory)
-  os.makedirs(directory, exist_ok=True)
-  target = os.path.join(directory, TRACKER_DIR)
-  staging = target + ".partial"
-  shutil.rmtree(staging, ignore_errors=True)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(staging, {"params": variables["params"],
-                              "batch_stats": variables.get("batch_stats", {})}, force=True)
-  checkpointer.wait_until_finished()
-  config_tmp = os.path.join(directory, CONFIG_FILE + ".tmp")
-  with open(config_tmp, "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  shutil.rmtree(target, ignore_errors=True)
-  os.replace(staging, target)
-  os.replace(config_tmp, os.path.join(directory, CONFIG_FILE))
+  with outputs.staged_dir(directory, TRACKER_ENTRIES) as staging:
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(staging, TRACKER_DIR),
+                      {"params": variables["params"],
+                       "batch_stats": variables.get("batch_stats", {})}, force=True)
+    checkpointer.wait_until_finished()
+    if num_batches_tracked:
+      with open(os.path.join(staging, NUM_BATCHES_FILE), "w") as f:
+        json.dump({k: int(v) for k, v in num_batches_tracked.items()}, f, indent=2)
+    with open(os.path.join(staging, CONFIG_FILE), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
   return directory
 
 
@@ -207,3 +300,16 @@ def load_tracker(path: str) -> tuple[dict, ml_collections.ConfigDict]:
   with open(os.path.join(path, CONFIG_FILE)) as f:
     config = ml_collections.ConfigDict(json.loads(f.read()))
   return _to_numpy(dict(variables)), config
+
+
+def load_num_batches_tracked(path: str) -> dict[str, int]:
+  """The BatchNorm counters `save_tracker` kept in DIR (torch key -> int); {} when it kept none."""
+  file = os.path.join(os.path.abspath(path), NUM_BATCHES_FILE)
+  if not os.path.isfile(file):
+    return {}
+  try:
+    with open(file) as f:
+      counts = json.load(f)
+    return {str(k): int(v) for k, v in counts.items()}
+  except (ValueError, TypeError, AttributeError) as e:
+    raise ConvertError(f"{file}: not a JSON object of integer counters ({e})") from e
