@@ -50,11 +50,29 @@ class ThirdPartyInfoFilter(py_logging.Filter):
     return self.verbosity >= 2
 
 
+class PlainFormatter(py_logging.Formatter):
+  """A record as a person reads it on a console: the message; warnings and errors prefixed.
+
+  absl's own prefix (`I1205 21:00:46.205062 139699874290560 main.py:86] `) locates a line in a
+  log file or among threads; on a console at the default verbosity it only buries the message.
+  """
+
+  def format(self, record: py_logging.LogRecord) -> str:
+    message = record.getMessage()
+    if record.levelno >= py_logging.WARNING:
+      message = f"{record.levelname.lower()}: {message}"
+    if record.exc_info:
+      message = f"{message}\n{self.formatException(record.exc_info)}"
+    return message
+
+
 def quiet_third_party_logs(verbosity: int) -> ThirdPartyInfoFilter:
   """Installs (or updates) the filter on absl's handler, which prints every python logger.
 
   Python loggers that only feed it (jax's "Unable to initialize backend 'tpu'", matplotlib's
-  font cache) are also set to WARNING at verbosity 0, so they skip formatting entirely.
+  font cache) are also set to WARNING at verbosity 0, so they skip formatting entirely. At
+  verbosity 0 lines print as plain messages (`PlainFormatter`) while they go to the console;
+  --verbosity=1 and absl log files (--log_dir) keep absl's prefixed format.
   """
   from absl import logging as absl_logging
   handler = absl_logging.get_absl_handler()
@@ -63,6 +81,9 @@ def quiet_third_party_logs(verbosity: int) -> ThirdPartyInfoFilter:
   log_filter.verbosity = verbosity
   if not existing:
     handler.addFilter(log_filter)
+  console = getattr(handler.python_handler, "stream", None) in (sys.stderr, sys.__stderr__)
+  handler.setFormatter(PlainFormatter() if verbosity <= 0 and console
+                       else absl_logging.PythonFormatter())
   level = py_logging.NOTSET if verbosity >= 1 else py_logging.WARNING
   for name in ("jax", "orbax", "matplotlib", "grain", "tensorboardX", "PIL", "absl.testing"):
     py_logging.getLogger(name).setLevel(level)

@@ -227,7 +227,7 @@ def _record(name, level, pathname):
 
 
 def test_third_party_info_is_filtered_unless_verbose():
-  package = os.path.dirname(cli_config.__file__)
+  package = os.path.dirname(os.path.dirname(cli_config.__file__))   # dropmae_jax/
   ours = os.path.join(package, "train", "loop.py")
   orbax = "/site-packages/orbax/checkpoint/checkpoint_manager.py"
   quiet, verbose = cli_config.ThirdPartyInfoFilter(0), cli_config.ThirdPartyInfoFilter(1)
@@ -239,6 +239,21 @@ def test_third_party_info_is_filtered_unless_verbose():
   assert verbose.filter(_record("absl", logging.INFO, orbax))
   assert verbose.filter(_record("jax._src.xla_bridge", logging.INFO, "/x/jax/xla_bridge.py"))
   assert not verbose.filter(_record("jax", logging.DEBUG, "/x/jax/a.py"))
+
+
+def test_console_lines_are_plain_at_the_default_verbosity():
+  from absl import logging as absl_logging
+  handler = absl_logging.get_absl_handler()
+  record = _record("absl", logging.INFO, "/x/dropmae_jax/train/loop.py")
+  warning = _record("absl", logging.WARNING, "/x/dropmae_jax/train/loop.py")
+  try:
+    cli_config.quiet_third_party_logs(0)
+    assert handler.python_handler.formatter.format(record) == "msg"
+    assert handler.python_handler.formatter.format(warning) == "warning: msg"
+    cli_config.quiet_third_party_logs(1)
+    assert handler.python_handler.formatter.format(record).endswith("loop.py:1] msg")
+  finally:
+    cli_config.quiet_third_party_logs(0)
 
 
 def test_skipped_videos_first_named_then_counted():
@@ -305,6 +320,8 @@ def test_a_run_is_quiet_summarised_and_a_rerun_says_it_is_finished(mixed_tree, t
                  cwd=tmp_path, timeout=240)
   assert out.returncode == 0, out.stderr[-3000:]
   log = out.stderr
+  # Plain messages at the default verbosity: no absl prefix ("I1205 21:00:46.205062 1396 x.py:86]").
+  assert not re.search(r"^[IWEF]\d{4} \d\d:\d\d:\d\d", log, re.M), log[:2000]
   # No third-party INFO (orbax writes ~45 lines per checkpoint, jax probes for a TPU).
   assert "orbax" not in log and "checkpoint_manager.py" not in log
   assert "Unable to initialize backend" not in log and "xla_bridge" not in log
@@ -331,6 +348,7 @@ def test_a_run_is_quiet_summarised_and_a_rerun_says_it_is_finished(mixed_tree, t
   assert again.returncode == 0, again.stderr[-3000:]
   assert f"already finished at step 2 of 2 (workdir {workdir})" in again.stderr
   assert "checkpoint_manager.py" in again.stderr   # orbax's INFO, shown at verbosity 1
+  assert re.search(r"^I\d{4} \d\d:\d\d:\d\d", again.stderr, re.M)  # absl's format there
   assert len((workdir / "metrics.jsonl").read_text().splitlines()) == len(rows)
 
 
