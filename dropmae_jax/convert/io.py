@@ -38,11 +38,15 @@ class TorchCheckpoint:
     num_batches_tracked int64).
   entries: the file's other top-level entries (plain data; objects of other classes are inert
     `torch_pickle.Ignored` placeholders); empty for a bare state dict or safetensors.
-  ignored: one line naming what was not read (None when the file holds only the state dict).
   """
   state: dict[str, np.ndarray]
   entries: dict
-  ignored: str | None
+
+  def ignored(self, used: tuple[str, ...] = ()) -> str | None:
+    """One line naming the entries besides the state dict and `used` that were not read (the
+    placeholders' globals in brackets), None when there are none."""
+    from dropmae_jax.convert import torch_pickle
+    return torch_pickle.describe_ignored({k: v for k, v in self.entries.items() if k not in used})
 
 
 STATE_DICT_KEYS = ("model", "net")   # MAE's save_model / OSTrack's trainer
@@ -62,7 +66,7 @@ def read_torch_checkpoint(path: str) -> TorchCheckpoint:
     except Exception as e:  # pylint: disable=broad-except  (safetensors raises its own types)
       raise ConvertError(f"{path}: not a readable safetensors file ({type(e).__name__}: "
                          f"{' '.join(str(e).split())[:160]})") from e
-    return TorchCheckpoint({k: _numpy_of(v) for k, v in tensors.items()}, {}, None)
+    return TorchCheckpoint({k: _numpy_of(v) for k, v in tensors.items()}, {})
   torch = _torch()
   from dropmae_jax.convert import torch_pickle
   try:
@@ -86,8 +90,7 @@ def read_torch_checkpoint(path: str) -> TorchCheckpoint:
     raise ConvertError(f"{path}: expected {{'model'|'net': state_dict}} or a state dict of "
                        f"tensors; found {what}{' in ' + where if where else ''}")
   entries = {k: v for k, v in blob.items() if k != used} if used is not None else {}
-  line = torch_pickle.describe_ignored(blob, used) if used is not None else None
-  return TorchCheckpoint({str(k): _numpy_of(v) for k, v in state.items()}, entries, line)
+  return TorchCheckpoint({str(k): _numpy_of(v) for k, v in state.items()}, entries)
 
 
 def _numpy_of(value) -> np.ndarray:
@@ -105,8 +108,9 @@ def read_torch_state_dict(path: str, notes: list[str] | None = None) -> dict[str
   key -> float32 numpy (int64 for integer tensors). `notes`, when given, receives the one line
   naming what the file held besides the state dict (args, optimizer, settings...)."""
   checkpoint = read_torch_checkpoint(path)
-  if notes is not None and checkpoint.ignored:
-    notes.append(checkpoint.ignored)
+  line = checkpoint.ignored()
+  if notes is not None and line:
+    notes.append(line)
   return checkpoint.state
 
 

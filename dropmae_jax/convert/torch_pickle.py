@@ -355,26 +355,21 @@ def placeholders_in(value) -> set[str]:
   return found
 
 
-def describe_ignored(blob: Any, used_key: str | None) -> str | None:
-  """One line naming what a checkpoint dict's entries other than `used_key` held that was not
-  read, e.g. "ignored non-tensor entries: args (argparse.Namespace), settings
-  (lib.train.admin.settings.Settings); also not imported: epoch, optimizer, scaler".
-  None when there is nothing besides the state dict."""
-  if not isinstance(blob, dict):
-    globs = placeholders_in(blob)
-    return f"ignored non-tensor entries: {', '.join(sorted(globs))}" if globs else None
+def describe_ignored(entries: dict) -> str | None:
+  """One line naming what a checkpoint's `entries` (its top-level entries besides the state
+  dict) held that was not read, e.g. "ignored non-tensor entries: args (argparse.Namespace),
+  settings (lib.train.admin.settings.Settings); also not imported: epoch, optimizer, scaler".
+  None when there are no entries."""
   with_objects, plain = [], []
-  for key, value in blob.items():
-    if key == used_key:
-      continue
+  for key, value in entries.items():
     globs = placeholders_in(value)
     if globs:
       with_objects.append(f"{key} ({', '.join(sorted(globs))})")
     else:
       plain.append(str(key))
-  if not with_objects and not plain:
-    return None
-  line = "ignored non-tensor entries: " + (", ".join(with_objects) if with_objects else "none")
+  parts = []
+  if with_objects:
+    parts.append("ignored non-tensor entries: " + ", ".join(with_objects))
   if plain:
-    line += f"; also not imported: {', '.join(plain)}"
-  return line
+    parts.append(f"{'also ' if with_objects else ''}not imported: {', '.join(plain)}")
+  return "; ".join(parts) or None

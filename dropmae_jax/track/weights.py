@@ -72,6 +72,15 @@ def tracker_config(src: str, state: dict[str, np.ndarray], entries: dict,
   each part came from. Raises ConvertError / LayoutError / ConfigError (one line)."""
   if config_spec:
     config = config_loading.load_config(config_spec)
+    try:
+      held = _shape_fields(ml_collections.ConfigDict(tracker_layout.infer_model(state)[0]))
+    except (tracker_layout.LayoutError, ValueError):
+      held = None   # an unusual file: the tensor-by-tensor check will name what does not fit
+    wanted = _shape_fields(config.model)
+    if held is not None and held != wanted:
+      raise io.ConvertError(f"{src}: holds a {describe(held)} tracker but --config {config_spec} "
+                            f"describes {describe(wanted)} (drop --config to take the sizes "
+                            "from the file)")
     return config, [f"config: --config {config_spec}"]
   inferred, notes = tracker_layout.infer_model(state)
   config = _metadata_config(src, entries)
@@ -113,23 +122,16 @@ def run_import_tracker(src: str, out: str, config_path: str | None,
     variables, report = tracker_layout.state_dict_to_variables(
         state, reference, fresh=lambda: ostrack.init_variables(model, seed=config.seed))
   except tracker_layout.LayoutError as e:
-    hint = ""
-    if config_path:
-      try:
-        held = _shape_fields(ml_collections.ConfigDict(tracker_layout.infer_model(state)[0]))
-        hint = f"; the file holds {describe(held)} (drop --config to take the sizes from it)"
-      except (tracker_layout.LayoutError, ValueError):
-        pass
-    raise tracker_layout.LayoutError(
-        f"{src}: does not fit {'--config ' + config_path if config_path else 'its sizes'}: "
-        f"{e}{hint}") from e
+    fits = f"--config {config_path}" if config_path else "the sizes read from it"
+    raise tracker_layout.LayoutError(f"{src}: does not fit {fits}: {e}") from e
   counts = tracker_layout.num_batches_tracked_of(state, reference)
   io.save_tracker(out, variables, config, num_batches_tracked=counts)
   m = config.model
   lines = [f"tracker {describe(_shape_fields(m))}, CE {tuple(m.ce_loc)} keep {m.ce_keep_ratio}"]
   lines += notes
-  if checkpoint.ignored:
-    lines.append(checkpoint.ignored)
+  ignored = checkpoint.ignored(used=(METADATA_KEY,))
+  if ignored:
+    lines.append(ignored)
   return lines + report + [f"wrote {out}"]
 
 
