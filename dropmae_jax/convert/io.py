@@ -258,9 +258,9 @@ def write_tracker_checkpoint(state: dict[str, np.ndarray], path: str,
 
 
 NUM_BATCHES_FILE = "num_batches_tracked.json"
-# What an imported tracker folder holds (and an earlier version's staging leftovers).
-TRACKER_ENTRIES = (TRACKER_DIR, CONFIG_FILE, NUM_BATCHES_FILE, TRACKER_DIR + ".partial",
-                   CONFIG_FILE + ".tmp")
+TRACKER_OUTPUTS = (TRACKER_DIR, CONFIG_FILE, NUM_BATCHES_FILE)   # an imported tracker folder's
+# ... and what an earlier version's staging could leave there: replaced along with them.
+TRACKER_ENTRIES = TRACKER_OUTPUTS + (TRACKER_DIR + ".partial", CONFIG_FILE + ".tmp")
 
 
 def save_tracker(directory: str, variables: dict, config: ml_collections.ConfigDict,

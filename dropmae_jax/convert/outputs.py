@@ -65,13 +65,14 @@ def _publish(staging: str, path: str, ours: set[str]) -> None:
   if not os.path.lexists(path):
     os.rename(staging, path)
     return
-  if not os.path.isdir(path) or os.path.islink(path):
+  if not os.path.isdir(path):
     raise NotADirectoryError(f"{path} is not a folder")
   present = set(os.listdir(path))
-  if not present:
+  link = os.path.islink(path)          # a link to a folder: fill the folder, keep the link
+  if not present and not link:
     os.replace(staging, path)          # POSIX renames onto an empty folder
     return
-  if present <= ours:                  # an earlier output of ours: swap whole
+  if present <= ours and not link:     # an earlier output of ours: swap whole
     old = _sibling(path, "old")
     os.rename(path, old)
     os.rename(staging, path)

@@ -161,11 +161,12 @@ def load(path: str) -> Loaded:
   Raises TorchFileError (one line, without the path) when the file is not a readable
   checkpoint: truncated, another format, a tensor type we do not read.
   """
-  if zipfile.is_zipfile(path):
-    return _load_zip(path)
   with open(path, "rb") as f:
-    if f.read(4) == b"PK\x03\x04":
+    head = f.read(4)
+  if head == b"PK\x03\x04":      # torch.save's zip archives start with their first record
+    if not zipfile.is_zipfile(path):
       raise TorchFileError("a truncated or damaged zip archive (no central directory)")
+    return _load_zip(path)
   if _is_tar(path):
     raise TorchFileError("a tar-format checkpoint of PyTorch < 0.4, which is not supported; "
                          "re-save it with a newer PyTorch")
@@ -186,9 +187,10 @@ def _load_zip(path: str) -> Loaded:
   except RuntimeError as e:
     raise TorchFileError(f"not a readable PyTorch zip archive ({_short(e)})") from e
   records = set(reader.get_all_records())
+  if "constants.pkl" in records:
+    raise TorchFileError("a TorchScript archive (torch.jit.save), not a checkpoint")
   if "data.pkl" not in records:
-    hint = " (a TorchScript archive: not a checkpoint)" if "constants.pkl" in records else ""
-    raise TorchFileError(f"a zip file without data.pkl{hint}")
+    raise TorchFileError("a zip archive without data.pkl (not written by torch.save)")
   if "byteorder" in records:
     order = reader.get_record("byteorder").decode("ascii", "replace").strip()
     if order != "little":

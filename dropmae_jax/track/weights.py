@@ -108,7 +108,7 @@ def tracker_config(src: str, state: dict[str, np.ndarray], entries: dict,
 
 def run_import_tracker(src: str, out: str, config_path: str | None,
                        overwrite: bool = False) -> list[str]:
-  io.check_output(out, overwrite, folder=True, ours=io.TRACKER_ENTRIES)
+  io.check_output(out, overwrite, folder=True, ours=io.TRACKER_OUTPUTS)
   checkpoint = io.read_torch_checkpoint(src)
   state = checkpoint.state
   tracker_layout.check_is_tracker(state)

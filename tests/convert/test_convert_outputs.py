@@ -77,13 +77,13 @@ def test_a_failed_save_keeps_the_earlier_output(tmp_path, monkeypatch):
   config = tiny_config()
   params = {"w": np.arange(4, dtype=np.float32)}
   io.save_params(str(tmp_path / "imp"), params, config)
-  real_save = io.ocp.StandardCheckpointer.save
+  real_wait = io.ocp.StandardCheckpointer.wait_until_finished
 
-  def failing_save(self, path, *args, **kwargs):
-    real_save(self, path, *args, **kwargs)
+  def failing_wait(self):   # the arrays were written, then the save failed (a full disk...)
+    real_wait(self)
     raise Boom("disk full")
 
-  monkeypatch.setattr(io.ocp.StandardCheckpointer, "save", failing_save)
+  monkeypatch.setattr(io.ocp.StandardCheckpointer, "wait_until_finished", failing_wait)
   with pytest.raises(Boom):
     io.save_params(str(tmp_path / "imp"), {"w": np.zeros(4, np.float32)}, config)
   monkeypatch.undo()

@@ -267,27 +267,29 @@ def test_placeholders_are_inert():
 def test_unreadable_files_are_one_line_errors(mae_state, tmp_path, capsys):
   good = tmp_path / "good.pth"
   torch.save(mae_checkpoint(mae_state), good)
-  cases = {
-      "cut.pth": good.read_bytes()[:5000],                                # a truncated zip
-      "legacy_cut.pth": None,                                             # a truncated legacy file
-      "text.pth": b"not a checkpoint at all\n",
-  }
   legacy = tmp_path / "legacy.pth"
   torch.save(mae_checkpoint(mae_state), legacy, _use_new_zipfile_serialization=False)
-  cases["legacy_cut.pth"] = legacy.read_bytes()[:-100]
-  for name, data in cases.items():
-    (tmp_path / name).write_bytes(data)
+  (tmp_path / "cut.pth").write_bytes(good.read_bytes()[:5000])
+  (tmp_path / "legacy_cut.pth").write_bytes(legacy.read_bytes()[:-100])
+  (tmp_path / "text.pth").write_bytes(b"not a checkpoint at all\n")
   import tarfile
   with tarfile.open(tmp_path / "old.pth", "w") as tar:   # PyTorch < 0.4's tar format
     tar.add(good, arcname="pickle")
-  cases["old.pth"] = b""
   # A whole pickled model (torch.save(model)): its class is not read, so there is no state dict.
   torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "module.pth")
-  cases["module.pth"] = b""
-  for name in cases:
+  torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "script.pth"))
+  expected = {
+      "cut.pth": "truncated or damaged zip archive",
+      "legacy_cut.pth": "truncated (a storage has",
+      "text.pth": "neither a zip nor a legacy PyTorch checkpoint",
+      "old.pth": "tar-format checkpoint of PyTorch < 0.4",
+      "module.pth": "found a pickled torch.nn.modules.linear.Linear object (not read) in ['model']",
+      "script.pth": "a TorchScript archive",
+  }
+  for name, fragment in expected.items():
     out = tmp_path / f"out_{name}"
     assert convert_main(["import", str(tmp_path / name), "--out", str(out)]) == 2, name
     err = capsys.readouterr().err
-    assert name in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {tmp_path / name}: ") and fragment in err, err
+    assert len(err.strip().splitlines()) == 1, err
     assert not out.exists()
-  assert "torch.nn.modules.linear.Linear" in err
