@@ -85,7 +85,8 @@ def read_torch_checkpoint(path: str) -> TorchCheckpoint:
       what = f"a pickled {state.global_name} object (not read)"
     elif isinstance(state, dict):
       others = sorted({type(v).__name__ for v in state.values() if not isinstance(v, torch.Tensor)})
-      what = f"a dict with keys {list(state)[:8]}" + (f" holding {', '.join(others)}" if others else "")
+      what = f"a dict with keys {list(state)[:8]}"
+      what += f" holding {', '.join(others)}" if others else ""
     where = f"['{used}']" if used is not None else ""
     raise ConvertError(f"{path}: expected {{'model'|'net': state_dict}} or a state dict of "
                        f"tensors; found {what}{' in ' + where if where else ''}")

@@ -19,7 +19,8 @@ global"), and `weights_only=False` would import those modules and call whatever 
 
 Formats: the zip format of `torch.save` (PyTorch >= 1.6, whatever the file's extension: `.pth`,
 `.pth.tar`) and the legacy pickle-stream format (`_use_new_zipfile_serialization=False`, PyTorch
-< 1.6). The tar format of PyTorch < 0.4 and TorchScript archives are refused with an error.
+< 1.6). The tar format of the earliest PyTorch releases and TorchScript archives are refused with an
+error.
 """
 from __future__ import annotations
 
@@ -168,8 +169,8 @@ def load(path: str) -> Loaded:
       raise TorchFileError("a truncated or damaged zip archive (no central directory)")
     return _load_zip(path)
   if _is_tar(path):
-    raise TorchFileError("a tar-format checkpoint of PyTorch < 0.4, which is not supported; "
-                         "re-save it with a newer PyTorch")
+    raise TorchFileError("a checkpoint in the tar format of the earliest PyTorch releases, "
+                         "which is not supported; re-save it with a newer PyTorch")
   return _load_legacy(path)
 
 

@@ -12,6 +12,7 @@ import os
 import pickle
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -273,16 +274,18 @@ def test_unreadable_files_are_one_line_errors(mae_state, tmp_path, capsys):
   (tmp_path / "legacy_cut.pth").write_bytes(legacy.read_bytes()[:-100])
   (tmp_path / "text.pth").write_bytes(b"not a checkpoint at all\n")
   import tarfile
-  with tarfile.open(tmp_path / "old.pth", "w") as tar:   # PyTorch < 0.4's tar format
+  with tarfile.open(tmp_path / "old.pth", "w") as tar:   # the earliest PyTorch releases' tar format
     tar.add(good, arcname="pickle")
   # A whole pickled model (torch.save(model)): its class is not read, so there is no state dict.
   torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "module.pth")
-  torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "script.pth"))
+  with warnings.catch_warnings():   # torch.jit.save is deprecated; such files still exist
+    warnings.simplefilter("ignore", FutureWarning)
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(tmp_path / "script.pth"))
   expected = {
       "cut.pth": "truncated or damaged zip archive",
       "legacy_cut.pth": "truncated (a storage has",
       "text.pth": "neither a zip nor a legacy PyTorch checkpoint",
-      "old.pth": "tar-format checkpoint of PyTorch < 0.4",
+      "old.pth": "in the tar format of the earliest PyTorch releases",
       "module.pth": "found a pickled torch.nn.modules.linear.Linear object (not read) in ['model']",
       "script.pth": "a TorchScript archive",
   }
