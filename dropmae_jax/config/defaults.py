@@ -226,3 +226,33 @@ def droptrack_data_defaults() -> ml_collections.ConfigDict:
   d.synthetic.size = (320, 240)       # frame width, height
   d.synthetic.seed = 0                # rendering seed
   return d
+
+
+def dropseg_defaults() -> ml_collections.ConfigDict:
+  """DropSeg (video object segmentation fine-tuned from DropMAE) model settings.
+
+  Names follow jimmy-dq/DropSeg: `model/models_vit.py` (`vit_base_patch16(num_classes=1000,
+  drop_path_rate, global_pool=True, single_object=False, img_size)`, `fpn1`, `fpn2`),
+  `model/network.py` (`Decoder`) and `util/hyper_para.py` (the command-line flags);
+  docs/segmentation.md lists the values. Fine-tuning is not implemented yet: only the model,
+  its weights both ways and one-shot inference use this config.
+  """
+  c = ml_collections.ConfigDict()
+  c.task = "dropseg"                  # the DropSeg task (no trainer yet: main.py does not run it)
+  c.seed = 14159265                   # released torch / np / random seed (train_dropseg.py); seeds init here
+  c.init_from = ""                    # --pretrained_net_path: DropMAE weights to start from (.pth, imported DIR or pre-training WORKDIR; '' = random init)
+
+  # --- model (model/models_vit.py, model/network.py) ---
+  c.model = ml_collections.ConfigDict()
+  c.model.variant = "B/16"            # vit_base_patch16: ViT size/patch (mask_patch_embed uses the same patch)
+  c.model.depth = -1                  # blocks; < 0 = the variant's (12 for B); tests use small depths
+  c.model.img_size = 384              # --img_size: training frame side; pos_embed_two_frame is (1, 1 + 2·(img_size/16)², D)
+  c.model.pretrain_img_size = 224     # timm VisionTransformer's img_size default: pos_embed is (1, 1 + (224/16)², D)
+  c.model.num_classes = 1000          # num_classes: the timm classification head (head.*), unused by the forward
+  c.model.fpn1_channels = 256         # fpn1: ConvTranspose2d(D, D) -> Norm2d -> GELU -> ConvTranspose2d(D, 256): the stride-4 map
+  c.model.fpn2_channels = 512         # fpn2: ConvTranspose2d(D, 512): the stride-8 map
+  c.model.compress_channels = 512     # Decoder.compress = ResBlock(768, 512) (up_16_8's up_c)
+  c.model.decoder_channels = 256      # Decoder.up_16_8 = UpsampleBlock(512, 512, 256), up_8_4 = UpsampleBlock(256, 256, 256)
+  c.model.drop_path_rate = 0.1        # --droppath_rate: stochastic depth, linear over blocks (evaluation builds the model with 0.0)
+  c.model.dtype = "float32"           # compute dtype; params stay float32 (released: training under AMP, evaluation float32 unless --amp)
+  return c

@@ -10,6 +10,11 @@
       batch_stats + config.json); without --config every size is read from the tensors.
   python -m dropmae_jax.convert export-tracker DIR --out FILE.pth.tar [--overwrite]
       an imported / fine-tuned tracker -> {'net': state_dict} that the released model loads strict.
+  python -m dropmae_jax.convert import-segmenter DROPSEG.pth --out DIR [--config dropseg_davis_ytvos] [--overwrite]
+      released DropSeg model file (a plain state dict) -> DIR (orbax params + frozen tables +
+      config.json); without --config every size is read from the tensors.
+  python -m dropmae_jax.convert export-segmenter DIR --out FILE.pth [--overwrite]
+      an imported segmenter -> the plain state dict that the released model loads strict.
 
 Released files are read without running pickled code: tensors and plain data are read, objects of
 other classes (MAE's args Namespace, OSTrack's settings) are left out and named in one line. An
@@ -74,6 +79,8 @@ def run_export(src: str, out: str, encoder_only: bool, overwrite: bool = False) 
 TASK_COMMANDS = {
     "import-tracker": ("dropmae_jax.track.weights", "run_import_tracker"),
     "export-tracker": ("dropmae_jax.track.weights", "run_export_tracker"),
+    "import-segmenter": ("dropmae_jax.vos.dropseg.weights", "run_import_segmenter"),
+    "export-segmenter": ("dropmae_jax.vos.dropseg.weights", "run_export_segmenter"),
 }
 
 
@@ -90,6 +97,10 @@ EXAMPLES = {
                        "--out trackers/got10k"),
     "export-tracker": ("  python -m dropmae_jax.convert export-tracker trackers/got10k "
                        "--out DropTrack_got10k_ours.pth.tar"),
+    "import-segmenter": ("  python -m dropmae_jax.convert import-segmenter DropSeg_davis.pth "
+                         "--out segmenters/davis"),
+    "export-segmenter": ("  python -m dropmae_jax.convert export-segmenter segmenters/davis "
+                         "--out DropSeg_davis_ours.pth"),
 }
 OVERWRITE_HELP = ("replace an existing --out (default: off: a finished output is kept and the "
                   "command stops with an error; either way the output is written under a "
@@ -157,6 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "run's tracker_weights) or a fine-tuning WORKDIR")
   ext.add_argument("--out", required=True, help="the .pth.tar file to write (required)")
   ext.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+
+  ims = _add_subcommand(sub, "import-segmenter", "DropSeg state dict -> our segmenter DIR",
+                        "A released DropSeg model file (the plain state_dict() its training "
+                        "saves as <id>_<iteration>.pth) or our export-segmenter file -> a "
+                        "segmenter folder (orbax params + frozen position tables + config.json). "
+                        "Strict: every key of the released layout must be there, with its "
+                        "shape, and nothing else.", formatter)
+  ims.add_argument("src", help="the state dict file (.pth); no pickled code is run")
+  ims.add_argument("--out", required=True, help="the segmenter folder to write (required)")
+  ims.add_argument("--config", help="segmenter config: an installed name (dropseg_davis_ytvos, "
+                   "dropseg_demo) or a .py file; the file's tensors must fit it (default: the "
+                   "DropSeg defaults with every size read from the tensors)")
+  ims.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+
+  exs = _add_subcommand(sub, "export-segmenter", "our segmenter DIR -> DropSeg state dict .pth",
+                        "Our segmenter -> a plain state dict in the released key order, which "
+                        "the released DropSeg network loads strict.", formatter)
+  exs.add_argument("src", help="a segmenter folder (written by import-segmenter)")
+  exs.add_argument("--out", required=True, help="the .pth file to write (required)")
+  exs.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
   return parser
 
 
@@ -165,10 +196,10 @@ def main(argv=None) -> int:
   try:
     if args.command == "import":
       lines = run_import(args.src, args.out, args.config, args.overwrite)
-    elif args.command == "import-tracker":
+    elif args.command in ("import-tracker", "import-segmenter"):
       lines = task_command(args.command)(args.src, args.out, args.config,
                                          overwrite=args.overwrite)
-    elif args.command == "export-tracker":
+    elif args.command in ("export-tracker", "export-segmenter"):
       lines = task_command(args.command)(args.src, args.out, overwrite=args.overwrite)
     else:
       out = args.out

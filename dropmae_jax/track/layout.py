@@ -130,7 +130,11 @@ def check_is_tracker(state: dict[str, np.ndarray]) -> None:
   if not missing:
     return
   hint = ""
-  if "patch_embed.proj.weight" in state or any(k.startswith("decoder") for k in state):
+  if "mask_patch_embed.proj.weight" in state or any(k.startswith("stcn_decoder.") for k in state):
+    hint = (" It looks like a DropSeg segmenter state dict ('mask_patch_embed.*', "
+            "'stcn_decoder.*' keys): import it with `python -m dropmae_jax.convert "
+            "import-segmenter`.")
+  elif "patch_embed.proj.weight" in state or any(k.startswith("decoder") for k in state):
     hint = (" It looks like a DropMAE/MAE pre-training state dict (un-prefixed 'patch_embed.*', "
             "'decoder_*' keys): import it with `python -m dropmae_jax.convert import`, or start a "
             "tracker from it with `pretrain_init.init_from_pretrain`.")

@@ -111,7 +111,10 @@ def run_import_tracker(src: str, out: str, config_path: str | None,
   io.check_output(out, overwrite, folder=True, ours=io.TRACKER_OUTPUTS)
   checkpoint = io.read_torch_checkpoint(src)
   state = checkpoint.state
-  tracker_layout.check_is_tracker(state)
+  try:
+    tracker_layout.check_is_tracker(state)
+  except tracker_layout.LayoutError as e:
+    raise tracker_layout.LayoutError(f"{src}: {e}") from e
   config, notes = tracker_config(src, state, checkpoint.entries, config_path)
   try:
     model = ostrack.OSTrackCE.from_config(config)
