@@ -21,6 +21,7 @@ setup(
         "av>=14",                 # PyAV: video decoding
         "numpy>=1.26",
         "pillow>=10",             # bicubic RandomResizedCrop, as torchvision does on PIL images
+        "simplejpeg>=1.6",        # libjpeg-turbo JPEG decoding (data/images.py: cv2.imread's pixels)
         "absl-py>=2",
         "tensorboardX>=2.6",      # TensorBoard event files without TensorFlow
         "matplotlib>=3.8",
