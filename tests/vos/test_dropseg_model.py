@@ -212,8 +212,8 @@ def model_of(dim, depth, heads, patch, img_size, legacy_img, num_classes, fpn1, 
 
 
 def randomize(shapes, seed=0):
-  """Every tensor non-trivial at scales that keep activations O(1); the frozen tables as
-  model/model.py builds them ([cls ; P ; P], [cls ; P ; P ; P]), from a random pos_embed."""
+  """Every tensor non-trivial at scales that keep activations O(1); a segmenter's frozen tables
+  as model/model.py builds them ([cls ; P ; P], [cls ; P ; P ; P]), from a random pos_embed."""
   rng = np.random.default_rng(seed)
   out = {}
   for collection, tree in shapes.items():
@@ -232,6 +232,8 @@ def randomize(shapes, seed=0):
       else:
         flat[path] = rng.normal(0, 0.1 if path[-1] == "bias" else 0.5, v.shape).astype(np.float32)
     out[collection] = layout.unflatten(flat)
+  if model_lib.FROZEN not in out:   # another model's tree (DropMAE's params)
+    return out
   frozen = out[model_lib.FROZEN]
   two, three = model_lib.two_frame_table(frozen["pos_embed"],
                                          int(round(math.sqrt((frozen["pos_embed_two_frame"].shape[1]

@@ -220,7 +220,8 @@ def state_dict_to_variables(state: dict[str, np.ndarray], reference: dict
   if problems:
     problems.sort(key=lambda p: released_order(p.split(":")[0]))
     more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
-    errors.append(f"shape mismatch in {len(problems)} tensors: {'; '.join(problems[:3])}{more}")
+    errors.append(f"shape mismatch in {len(problems)} tensor{'s' if len(problems) > 1 else ''}: "
+                  f"{'; '.join(problems[:3])}{more}")
   for what, keys in (("missing", missing), ("unexpected", unexpected)):
     if keys:
       more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""

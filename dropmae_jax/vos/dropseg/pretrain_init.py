@@ -37,7 +37,7 @@ def _flat_state_from_source(source, pretrain_grid: int | None) -> tuple[dict[str
   if not isinstance(source, dict):
     raise TypeError(f"init_from_pretrain: expected a params tree, a state dict or a path; got "
                     f"{type(source).__name__}")
-  if "patch_embed.proj.weight" in source:
+  if source and not any(isinstance(v, dict) for v in source.values()):   # a flat state dict
     return {k: np.asarray(v) for k, v in source.items()}, "state dict"
   if "patch_embed" in source:
     if pretrain_grid is None:
