@@ -1,19 +1,31 @@
 """The released DropTrack / OSTrack online tracker, one jitted device call a frame.
 
-`Tracker` follows `lib/test/tracker/ostrack.py` for one sequence: the template is cropped once from the
-first frame (factor 2, never updated); each frame's search region is cropped at factor 5 around the
-previous box, the score map is multiplied by a Hann window, the box is decoded at its argmax, mapped
-back to the image and clipped with a 10-pixel margin. Crops run on the host (numpy, `crop.py`); the
-network, the window and the box decoding are one jitted call.
+`Tracker` follows `lib/test/tracker/ostrack.py` for one sequence: the template is cropped once from
+the first frame (factor 2, never updated); each frame's search region is cropped at factor 5 around
+the previous box, the score map is multiplied by a Hann window, the box is decoded at its argmax,
+mapped back to the image and clipped with a 10-pixel margin.
+
+What runs where, per frame:
+  host    the crop window of the previous box (`device_crop.crop_spec`: the released float64
+          corner arithmetic and a cached tap table, a few microseconds) and, once the box is back,
+          map-back and clipping in float64 Python as released (the next window's corners round
+          that state, so it is kept in the released precision);
+  device  one jitted call (`make_step`): the uint8 frame in, the crop (bit for bit cv2's), the
+          normalisation, the network, the Hann window and the box decoding; four floats out.
+Only the frame (and the 12 KB window spec) goes up, and only the box comes down.
 
 `BatchedRunner` (beyond the released code) tracks many sequences at once: S slots advance in
 lock-step, one jitted call per frame for all of them, and a finished sequence's slot takes the next
-one. With several devices the slot axis is split over them (`jax.sharding`), so every device runs
-S / n_devices sequences. Each sequence's boxes are exactly those `Tracker` gives it alone.
+one. Which frame every slot shows at every step follows from the sequence lengths alone, so frames
+are decoded on a thread pool (one thread per core) steps ahead of the device, and each step's
+frames are uploaded while the device runs the step before. Frames of different sizes in one step
+are zero-padded to a common bucket (the largest, rounded up to 64 pixels). With several devices
+the slot axis is split over them (`jax.sharding`). Each sequence's boxes are exactly those
+`Tracker` gives it alone.
 """
 from __future__ import annotations
 
-import concurrent.futures
+import collections
 import dataclasses
 import time
 from typing import Callable, Iterable, Iterator
@@ -25,8 +37,11 @@ import numpy as np
 
 from dropmae_jax.data import images
 from dropmae_jax.track import box_head
-from dropmae_jax.track import ostrack
 from dropmae_jax.track import crop
+from dropmae_jax.track import device_crop
+from dropmae_jax.track import ostrack
+
+BUCKET = 64   # mixed frame sizes in one batched step are padded up to a multiple of this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,69 +61,104 @@ class TrackerSettings:
                clip_margin=config.tracker.clip_margin)
 
 
-
-
-def template_input(image: np.ndarray, box: np.ndarray, settings: TrackerSettings) -> np.ndarray:
-  """First frame and its box -> the normalised template (Hz, Wz, 3) float32."""
-  patch, _, _ = crop.sample_target(image, box, settings.template_factor, settings.template_size)
-  return crop.normalize(patch)
-
-
-def search_input(image: np.ndarray, state: np.ndarray, settings: TrackerSettings
-                 ) -> tuple[np.ndarray, float]:
-  """Frame and previous box -> (normalised search crop (Hx, Wx, 3), resize_factor)."""
-  patch, resize_factor, _ = crop.sample_target(image, state, settings.search_factor,
-                                               settings.search_size)
-  return crop.normalize(patch), resize_factor
-
-
 def next_state(box_crop: np.ndarray, state: np.ndarray, resize_factor: float, image_hw: tuple[int, int],
                settings: TrackerSettings) -> np.ndarray:
-  """Normalised (cx, cy, w, h) in the search crop -> the new state (x, y, w, h) in the image."""
-  pixels = np.asarray(box_crop, np.float64) * settings.search_size / resize_factor
+  """Normalised (cx, cy, w, h) in the search crop -> the new state (x, y, w, h) in the image.
+
+  The released arithmetic: the float32 head output read as Python floats, scaled by
+  search_size / resize_factor, `map_box_back`, `clip_box(margin=10)`, all in float64.
+  """
+  scale = settings.search_size / resize_factor
+  pixels = [float(v) * scale for v in box_crop]
   box = crop.map_box_back(pixels, state, resize_factor, settings.search_size)
   return np.asarray(crop.clip_box(box, image_hw[0], image_hw[1], margin=settings.clip_margin),
                     np.float64)
 
 
+def _hann_window(model: ostrack.OSTrackCE) -> jax.Array:
+  return jnp.asarray(crop.hann2d(model.feat_x), jnp.float32)
+
+
+def _decode_boxes(out: dict, window: jax.Array) -> tuple[jax.Array, jax.Array]:
+  response = out["score_map"] * window
+  boxes = box_head.cal_bbox(response, out["size_map"], out["offset_map"])
+  return boxes, response.reshape(response.shape[0], -1).max(axis=1)
+
+
 def make_predict(model: ostrack.OSTrackCE) -> Callable:
   """jitted (variables, templates (B, Hz, Wz, 3), searches (B, Hx, Wx, 3)) ->
-  (boxes (B, 4) normalised (cx, cy, w, h) at the argmax of the Hann-windowed score map, peak (B,))."""
-  window = jnp.asarray(crop.hann2d(model.feat_x), jnp.float32)
+  (boxes (B, 4) normalised (cx, cy, w, h) at the argmax of the Hann-windowed score map, peak (B,)).
+  The network alone on crops already on the device: the benchmarks' model-only baseline."""
+  window = _hann_window(model)
 
   def predict(variables, templates, searches):
-    out = model.apply(variables, templates, searches, train=False)
-    response = out["score_map"] * window
-    boxes = box_head.cal_bbox(response, out["size_map"], out["offset_map"])
-    return boxes, response.reshape(response.shape[0], -1).max(axis=1)
+    return _decode_boxes(model.apply(variables, templates, searches, train=False), window)
 
   return jax.jit(predict)
+
+
+def make_step(model: ostrack.OSTrackCE, settings: TrackerSettings) -> Callable:
+  """The tracking step, jitted: (variables, templates (B, Hz, Wz, 3) float32, frames (B, H, W, 3)
+  uint8, specs (B, spec_length(search_size)) int32) -> (boxes (B, 4) normalised (cx, cy, w, h)
+  in the search crop, peak (B,)). Crop, normalisation, network, Hann window and box decoding."""
+  window = _hann_window(model)
+  size = settings.search_size
+
+  def step(variables, templates, frames, specs):
+    searches = device_crop.normalize(device_crop.crop_frames(frames, specs, size))
+    return _decode_boxes(model.apply(variables, templates, searches, train=False), window)
+
+  return jax.jit(step)
+
+
+def make_template(settings: TrackerSettings) -> Callable:
+  """jitted (frames (B, H, W, 3) uint8, specs (B, spec_length(template_size))) -> normalised
+  templates (B, Hz, Wz, 3) float32."""
+  size = settings.template_size
+  return jax.jit(lambda frames, specs: device_crop.normalize(
+      device_crop.crop_frames(frames, specs, size)))
+
+
+def _check_frame(image: np.ndarray) -> np.ndarray:
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+    raise ValueError(f"the tracker wants uint8 (H, W, 3) RGB frames, got {image.dtype} "
+                     f"{image.shape}")
+  return image
 
 
 class Tracker:
   """One sequence at a time: `initialize(frame, box)`, then `track(frame) -> box` per frame."""
 
   def __init__(self, model: ostrack.OSTrackCE, variables: dict, settings: TrackerSettings,
-               predict: Callable | None = None):
+               step: Callable | None = None):
     self.settings = settings
     self.variables = jax.device_put(variables)
-    self._predict = predict or make_predict(model)
+    self._step = step or make_step(model, settings)
+    self._template_fn = make_template(settings)
     self._template = None
+    self._spec = np.empty((1, device_crop.spec_length(settings.search_size)), np.int32)
     self.state = None
 
   def initialize(self, image: np.ndarray, box) -> None:
+    image = _check_frame(image)
     box = np.asarray(box, np.float64)
-    self._template = jnp.asarray(template_input(image, box, self.settings)[None])
+    spec, _ = device_crop.make_spec(box, self.settings.template_factor,
+                                    self.settings.template_size, image.shape[:2])
+    self._template = self._template_fn(image[None], spec[None])
     self.state = box
 
   def track(self, image: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 -> the new box (x, y, w, h) float64 in image pixels."""
     if self._template is None:
       raise RuntimeError("Tracker.track called before initialize")
-    search, resize_factor = search_input(image, self.state, self.settings)
-    boxes, _ = self._predict(self.variables, self._template, jnp.asarray(search[None]))
-    self.state = next_state(np.asarray(boxes)[0], self.state, resize_factor, image.shape[:2],
-                            self.settings)
+    image = _check_frame(image)
+    s = self.settings
+    spec = np.empty_like(self._spec)   # a fresh array: the last one may still be on its way up
+    factor = device_crop.crop_spec(self.state, s.search_factor, s.search_size, image.shape[:2],
+                                   spec[0])
+    boxes, _ = self._step(self.variables, self._template, image[None], spec)
+    self.state = next_state(np.asarray(boxes)[0], self.state, factor, image.shape[:2], s)
     return self.state
 
 
@@ -121,12 +171,75 @@ class SequenceResult:
 
 
 @dataclasses.dataclass
-class _Slot:
+class RunnerStats:
+  """Where a BatchedRunner's time went (seconds, summed over its runs).
+
+  decode: decoding on the pool threads (all threads added up); host: the main thread's own work
+  (crop specs, batch assembly and upload calls, dispatch, map-back, bookkeeping); wait_decode:
+  the main thread waiting for a frame still being decoded; wait_device: waiting for the boxes.
+  """
+  frames: int = 0
+  steps: int = 0
+  decode: float = 0.0
+  host: float = 0.0
+  wait_decode: float = 0.0
+  wait_device: float = 0.0
+  wall: float = 0.0
+
+
+@dataclasses.dataclass
+class _Job:
   sequence: object
-  frame: int                 # index of the next frame to track
-  state: np.ndarray
   boxes: list
   times: list
+  state: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class _Step:
+  """One lock-step call: entries[slot] = (job, frame index) or None; starts: slots whose job
+  begins here (template from frame 0); singles: one-frame sequences met while filling the slots."""
+  entries: list
+  starts: list
+  singles: list
+  futures: dict = dataclasses.field(default_factory=dict)   # (slot, frame index) -> Future
+  upload: object = None
+
+
+class _Schedule:
+  """Which frame each slot shows at each step: a function of the sequence lengths alone."""
+
+  def __init__(self, sequences: Iterable, slots: int):
+    self._pending = iter(sequences)
+    self._current: list[tuple[_Job, int] | None] = [None] * slots
+
+  def next_step(self) -> _Step | None:
+    starts, singles = [], []
+    for i, cur in enumerate(self._current):
+      if cur is not None and cur[1] < len(cur[0].sequence.frames):
+        continue
+      self._current[i] = None
+      for sequence in self._pending:
+        job = _Job(sequence, [np.asarray(sequence.ground_truth[0], np.float64)], [])
+        if len(sequence.frames) == 1:
+          singles.append(job)
+          continue
+        self._current[i] = (job, 1)
+        starts.append(i)
+        break
+    entries = list(self._current)
+    if not any(entries) and not singles:
+      return None
+    self._current = [None if c is None else (c[0], c[1] + 1) for c in self._current]
+    return _Step(entries, starts, singles)
+
+
+def _bucket(shapes: list[tuple[int, int]]) -> tuple[int, int]:
+  if len(set(shapes)) == 1:
+    return shapes[0]
+  height = max(h for h, _ in shapes)
+  width = max(w for _, w in shapes)
+  return -(-height // BUCKET) * BUCKET, -(-width // BUCKET) * BUCKET
 
 
 def _data_mesh(devices: list | None) -> jax.sharding.Mesh:
@@ -137,29 +250,40 @@ def _data_mesh(devices: list | None) -> jax.sharding.Mesh:
 class BatchedRunner:
   """Tracks many sequences in lock-step: one jitted call per frame for up to `slots` sequences.
 
-  Frames for the next step are decoded by a thread pool while the device runs the current one;
-  the search crops are cut on the same pool.
+  Frames are decoded `ahead` steps in advance on a pool of `decode_threads` threads (default: one
+  per core); each step's frames go up while the device runs the previous step.
   `devices` (default: all) split the slot axis; `slots` is rounded up to a multiple of their count.
-  The time recorded for a frame is its step's wall time divided by the sequences in that step.
+  The time recorded for a frame is its step's wall time divided by the sequences in that step;
+  `stats` adds up where the time went.
   """
 
   def __init__(self, model: ostrack.OSTrackCE, variables: dict, settings: TrackerSettings, *,
-               slots: int = 16, devices: list | None = None, read_threads: int = 8):
+               slots: int = 16, devices: list | None = None, decode_threads: int | None = None,
+               ahead: int = 2):
     self.settings = settings
     self.mesh = _data_mesh(devices)
     n_dev = self.mesh.devices.size
     self.slots = -(-max(1, slots) // n_dev) * n_dev
-    self._batch_sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
+    self.ahead = max(1, ahead)
+    self._sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
     replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
     self.variables = jax.device_put(variables, replicated)
-    self._predict = make_predict(model)
-    self._pool = concurrent.futures.ThreadPoolExecutor(read_threads)
+    self._step = make_step(model, settings)
     s = settings
-    self._templates = np.zeros((self.slots, s.template_size, s.template_size, 3), np.float32)
-    self._searches = np.zeros((self.slots, s.search_size, s.search_size, 3), np.float32)
+    template_fn = make_template(settings)
+
+    def put_template(templates, frame, spec, slot):
+      return templates.at[slot].set(template_fn(frame[None], spec[None])[0])
+
+    self._put_template = jax.jit(put_template, donate_argnums=0, out_shardings=self._sharding)
+    self._templates = jax.device_put(
+        np.zeros((self.slots, s.template_size, s.template_size, 3), np.float32), self._sharding)
+    self._decoder = images.DecodePool(decode_threads)
+    self._buffers: dict[tuple[int, int], list[np.ndarray]] = {}
+    self.stats = RunnerStats()
 
   def close(self) -> None:
-    self._pool.shutdown(wait=True)
+    self._decoder.close()
 
   def __enter__(self):
     return self
@@ -167,88 +291,158 @@ class BatchedRunner:
   def __exit__(self, *exc):
     self.close()
 
-  def _start(self, sequence) -> tuple[_Slot | None, SequenceResult | None]:
-    t0 = time.perf_counter()
-    image = images.read_rgb(sequence.frames[0])
-    box = np.asarray(sequence.ground_truth[0], np.float64)
-    template = template_input(image, box, self.settings)
-    slot = _Slot(sequence, 1, box, [box], [time.perf_counter() - t0])
-    if len(sequence.frames) == 1:
-      return None, SequenceResult(sequence, np.stack(slot.boxes), np.asarray(slot.times))
-    return (slot, template), None
+  # --------------------------------------------------------------------------- pipeline stages
+
+  def _submit(self, step: _Step) -> None:
+    """Starts decoding every frame `step` needs."""
+    for slot, entry in enumerate(step.entries):
+      if entry is not None:
+        job, t = entry
+        step.futures[(slot, t)] = self._decoder.submit(job.sequence.frames[t])
+        if slot in step.starts:
+          step.futures[(slot, 0)] = self._decoder.submit(job.sequence.frames[0])
+    for job in step.singles:
+      step.futures[("single", id(job))] = self._decoder.submit(job.sequence.frames[0])
+
+  def _frame(self, step: _Step, key) -> np.ndarray:
+    future = step.futures.pop(key)
+    start = time.perf_counter()
+    image, seconds = future.result()
+    self.stats.wait_decode += time.perf_counter() - start
+    self.stats.decode += seconds
+    return image
+
+  def _batch_buffer(self, shape: tuple[int, int]) -> np.ndarray:
+    """Host buffers for stacked frames, three per shape used in turn: one being filled, one
+    whose step is on the device, one whose step has finished."""
+    if shape not in self._buffers and len(self._buffers) >= 8:
+      self._buffers.clear()   # many bucket shapes in turn: keep the memory bounded
+    ring = self._buffers.setdefault(shape, [])
+    if len(ring) < 3:
+      ring.append(np.zeros((self.slots, *shape, 3), np.uint8))
+      return ring[-1]
+    ring.append(ring.pop(0))
+    return ring[-1]
+
+  def _upload(self, step: _Step) -> None:
+    """Waits for the step's frames, stacks them (padding mixed sizes) and starts their upload."""
+    try:
+      frames = {slot: self._frame(step, (slot, t))
+                for slot, (job, t) in ((i, e) for i, e in enumerate(step.entries) if e)}
+    except images.ImageReadError as e:   # raised when the step is run, after earlier results
+      step.upload = e
+      return
+    if not frames:
+      return
+    shapes = {slot: f.shape[:2] for slot, f in frames.items()}
+    if self.slots == 1:
+      batch = frames[0][None]
+    else:
+      batch = self._batch_buffer(_bucket(list(shapes.values())))
+      for slot, frame in frames.items():
+        batch[slot, :frame.shape[0], :frame.shape[1]] = frame
+    step.upload = (jax.device_put(batch, self._sharding), shapes)
+
+  def _start_job(self, step: _Step, slot: int) -> None:
+    job = step.entries[slot][0]
+    frame = self._frame(step, (slot, 0))
+    s = self.settings
+    spec, _ = device_crop.make_spec(job.boxes[0], s.template_factor, s.template_size,
+                                    frame.shape[:2])
+    self._templates = self._put_template(self._templates, frame, spec, slot)
+    job.state = job.boxes[0]
+
+  # --------------------------------------------------------------------------- the loop
 
   def run(self, sequences: Iterable, on_frames: Callable[[int], None] | None = None
           ) -> Iterator[SequenceResult]:
     """Yields each sequence's result as soon as it finishes (not in input order)."""
-    pending = iter(sequences)
-    slots: list[_Slot | None] = [None] * self.slots
-    templates_dev = None
-    prefetched: dict[str, concurrent.futures.Future] = {}
-    exhausted = False
-    while True:
-      # Fill free slots with new sequences (their templates change; upload once per refill).
-      refilled = False
-      for i in range(self.slots):
-        while slots[i] is None and not exhausted:
-          sequence = next(pending, None)
-          if sequence is None:
-            exhausted = True
-            break
-          started, done = self._start(sequence)
-          if done is not None:
-            yield done
-            continue
-          slots[i], self._templates[i] = started
-          refilled = True
-      active = [i for i in range(self.slots) if slots[i] is not None]
+    s, stats = self.settings, self.stats
+    schedule = _Schedule(sequences, self.slots)
+    window: collections.deque[_Step] = collections.deque()
+
+    def top_up():
+      while len(window) <= self.ahead:
+        step = schedule.next_step()
+        if step is None:
+          return
+        self._submit(step)
+        window.append(step)
+
+    run_start = last = time.perf_counter()
+    waited = stats.wait_decode + stats.wait_device
+    top_up()
+    if window:
+      self._upload(window[0])
+    while window:
+      step = window.popleft()
+      for job in step.singles:                # one frame: the given box is the whole result
+        self._frame(step, ("single", id(job)))
+        job.times.append(time.perf_counter() - last)
+        yield SequenceResult(job.sequence, np.stack(job.boxes), np.asarray(job.times))
+      active = [i for i, e in enumerate(step.entries) if e is not None]
       if not active:
-        return
-      if refilled or templates_dev is None:
-        templates_dev = jax.device_put(self._templates, self._batch_sharding)
-      t0 = time.perf_counter()
-      frame_images = {}
-      for i in active:
-        path = slots[i].sequence.frames[slots[i].frame]
-        future = prefetched.pop(path, None) or self._pool.submit(images.read_rgb, path)
-        frame_images[i] = future.result()
-      # Crops on the pool too (numpy releases the GIL in its gathers and arithmetic).
+        continue
+      if isinstance(step.upload, Exception):
+        raise step.upload
+      frames_dev, shapes = step.upload
+      for slot in step.starts:
+        self._start_job(step, slot)
+      specs = np.zeros((self.slots, device_crop.spec_length(s.search_size)), np.int32)
       factors = {}
-      crops = self._pool.map(lambda i: search_input(frame_images[i], slots[i].state, self.settings),
-                             active)
-      for i, (search, factor) in zip(active, crops):
-        self._searches[i], factors[i] = search, factor
-      boxes, _ = self._predict(self.variables, templates_dev,
-                               jax.device_put(self._searches, self._batch_sharding))
-      # The call above is dispatched asynchronously: decode the next frames while it runs.
-      for i in active:
-        frames = slots[i].sequence.frames
-        if slots[i].frame + 1 < len(frames):
-          prefetched[frames[slots[i].frame + 1]] = self._pool.submit(images.read_rgb,
-                                                                     frames[slots[i].frame + 1])
-      boxes = np.asarray(boxes)
-      per_frame = (time.perf_counter() - t0) / len(active)
-      for i in active:
-        slot = slots[i]
-        slot.state = next_state(boxes[i], slot.state, factors[i], frame_images[i].shape[:2], self.settings)
-        slot.boxes.append(slot.state)
-        slot.times.append(per_frame)
-        slot.frame += 1
-        if slot.frame == len(slot.sequence.frames):
-          slots[i] = None
-          yield SequenceResult(slot.sequence, np.stack(slot.boxes), np.asarray(slot.times))
+      for slot in active:
+        factors[slot] = device_crop.crop_spec(step.entries[slot][0].state, s.search_factor,
+                                              s.search_size, shapes[slot], specs[slot])
+      boxes_dev, _ = self._step(self.variables, self._templates, frames_dev,
+                                jax.device_put(specs, self._sharding))
+      # While the device runs: decode further ahead and send the next step's frames up.
+      top_up()
+      if window:
+        self._upload(window[0])
+      wait = time.perf_counter()
+      boxes = np.asarray(boxes_dev)
+      stats.wait_device += time.perf_counter() - wait
+      now = time.perf_counter()
+      per_frame = (now - last) / len(active)
+      last = now
+      for slot in active:
+        job, t = step.entries[slot]
+        job.state = next_state(boxes[slot], job.state, factors[slot], shapes[slot], s)
+        job.boxes.append(job.state)
+        if t == 1:
+          job.times.append(per_frame)   # frame 0 (the template) shares its first step's time
+        job.times.append(per_frame)
+      stats.frames += len(active)
+      stats.steps += 1
+      for slot in active:
+        job, t = step.entries[slot]
+        if t + 1 == len(job.sequence.frames):
+          yield SequenceResult(job.sequence, np.stack(job.boxes), np.asarray(job.times))
       if on_frames is not None:
         on_frames(len(active))
+    wall = time.perf_counter() - run_start
+    stats.wall += wall
+    stats.host += wall - (stats.wait_decode + stats.wait_device - waited)
 
 
-def track_sequence(tracker: Tracker, sequence) -> SequenceResult:
-  """The released per-sequence loop: frame 0's box is the given one; every later frame is tracked."""
-  times = []
-  t0 = time.perf_counter()
-  tracker.initialize(images.read_rgb(sequence.frames[0]), sequence.ground_truth[0])
-  boxes = [np.asarray(sequence.ground_truth[0], np.float64)]
-  times.append(time.perf_counter() - t0)
-  for path in sequence.frames[1:]:
+def track_sequence(tracker: Tracker, sequence, decoder: images.DecodePool | None = None
+                   ) -> SequenceResult:
+  """The released per-sequence loop: frame 0's box is the given one; every later frame is tracked.
+  Frames are decoded ahead on `decoder` (default: a pool for this call)."""
+  own = decoder is None
+  decoder = decoder or images.DecodePool()
+  try:
+    frames = decoder.read_ahead(sequence.frames)
+    times = []
     t0 = time.perf_counter()
-    boxes.append(tracker.track(images.read_rgb(path)))
+    tracker.initialize(next(frames), sequence.ground_truth[0])
+    boxes = [np.asarray(sequence.ground_truth[0], np.float64)]
     times.append(time.perf_counter() - t0)
+    for image in frames:
+      t0 = time.perf_counter()
+      boxes.append(tracker.track(image))
+      times.append(time.perf_counter() - t0)
+  finally:
+    if own:
+      decoder.close()
   return SequenceResult(sequence, np.stack(boxes), np.asarray(times))

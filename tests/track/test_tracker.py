@@ -54,9 +54,9 @@ def released_track(net: RefOSTrack, frames, init_box, template_size, search_size
     x = (crop.astype(np.float64) / 255 - MEAN) / STD
     return torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]
 
-  def read(path):
-    from PIL import Image
-    return np.asarray(Image.open(path).convert("RGB"))
+  def read(path):   # the released reader (pytracking's opencv_loader)
+    import cv2
+    return cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
   z, _, _ = _released_sample_target(read(frames[0]), list(init_box), 2.0, template_size)
   z = prep(z)
@@ -92,6 +92,7 @@ def released_track(net: RefOSTrack, frames, init_box, template_size, search_size
   return np.asarray(boxes)
 
 
+@pytest.mark.timeout(300)
 def test_tracker_matches_released_loop(got10k, weights):
   model, variables, d = weights
   net = RefOSTrack()
@@ -109,6 +110,7 @@ def test_tracker_matches_released_loop(got10k, weights):
   assert np.abs(np.diff(ref[:, :2], axis=0)).max() > 1
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("slots, n_devices", [(2, 1), (2, 2)])
 def test_batched_runner_equals_one_sequence_tracker(got10k, weights, slots, n_devices):
   """3 sequences through 2 slots (a slot is refilled mid-run), on 1 and on 2 devices."""
@@ -127,6 +129,32 @@ def test_batched_runner_equals_one_sequence_tracker(got10k, weights, slots, n_de
     assert result.times.shape == (len(result.boxes),) and (result.times > 0).all()
   assert sum(counted) == sum(len(s.frames) - 1 for s in sequences)
   assert max(counted) == 2
+
+
+@pytest.mark.timeout(300)
+def test_batched_runner_pads_frames_of_mixed_sizes(got10k, weights, tmp_path):
+  """Sequences of two frame sizes share steps (frames padded to a common bucket) and a
+  one-frame sequence passes through: every box is still the one-sequence tracker's."""
+  model, variables, _ = weights
+  settings = tracker_lib.TrackerSettings.from_config(small_config())
+  other = str(tmp_path / "other")
+  make_tracking_sequences.make_dataset(other, train=0, val=2, frames=16, size=(136, 100), seed=4,
+                                       progress=False)
+  small = datasets.load_dataset("got10k", other, "val")
+  one_frame = datasets.Sequence(name="single", frames=small[0].frames[:1],
+                                ground_truth=small[0].ground_truth[:1], dataset="got10k")
+  sequences = [small[0], *datasets.load_dataset("got10k", got10k, "val")[:2], one_frame, small[1]]
+  single = tracker_lib.Tracker(model, variables, settings)
+  expected = {s.name: tracker_lib.track_sequence(single, s).boxes for s in sequences}
+  with tracker_lib.BatchedRunner(model, variables, settings, slots=3,
+                                 devices=jax.devices()[:1]) as runner:
+    got = {r.sequence.name: r for r in runner.run(sequences)}
+  assert sorted(got) == sorted(expected)
+  for name, result in got.items():
+    np.testing.assert_allclose(result.boxes, expected[name], atol=1e-3)
+    assert result.times.shape == (len(result.boxes),)
+  assert runner.stats.frames == sum(len(s.frames) - 1 for s in sequences)
+  assert runner.stats.decode > 0 and runner.stats.host > 0
 
 
 def test_run_then_evaluate(got10k, weights, tmp_path, capsys):
