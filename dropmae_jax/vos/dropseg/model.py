@@ -236,7 +236,8 @@ class DropSeg(nn.Module):
                    for i in range(self.num_blocks())]
     self.norm = nn.LayerNorm(epsilon=vit.LN_EPS, dtype=dtype)
     self.head = self.variable(FROZEN, "head", lambda: {
-        "kernel": self._trunc_normal((d, self.num_classes)), "bias": jnp.zeros((self.num_classes,))})
+        "kernel": self._trunc_normal((d, self.num_classes)),
+        "bias": jnp.zeros((self.num_classes,))})
     self.fc_norm = self.variable(FROZEN, "fc_norm", lambda: {"scale": jnp.ones((d,)),
                                                              "bias": jnp.zeros((d,))})
     self.mask_patch_embed = vit.PatchEmbed(d, p, dtype, *torch_default_init(p * p))
@@ -318,7 +319,7 @@ class DropSeg(nn.Module):
     b, h, w, _ = memory_frame.shape
     k = memory_masks.shape[1]
     f16, f8, f4 = self.features(memory_frame, memory_masks, query_frame, train=train)
-    logits = self.stcn_decoder(f16, f8, f4)                                          # (B·K, H, W, 1)
+    logits = self.stcn_decoder(f16, f8, f4)                              # (B·K, H, W, 1)
     return logits.reshape(b, k, h, w).astype(jnp.float32)
 
 
