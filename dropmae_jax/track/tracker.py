@@ -97,10 +97,13 @@ def make_predict(model: ostrack.OSTrackCE) -> Callable:
   return jax.jit(predict)
 
 
-def make_step(model: ostrack.OSTrackCE, settings: TrackerSettings) -> Callable:
+def make_step(model: ostrack.OSTrackCE, settings: TrackerSettings,
+              batch_sharding: jax.sharding.NamedSharding | None = None) -> Callable:
   """The tracking step, jitted: (variables, templates (B, Hz, Wz, 3) float32, frames (B, H, W, 3)
   uint8, specs (B, spec_length(search_size)) int32) -> (boxes (B, 4) normalised (cx, cy, w, h)
-  in the search crop, peak (B,)). Crop, normalisation, network, Hann window and box decoding."""
+  in the search crop, peak (B,)). Crop, normalisation, network, Hann window and box decoding.
+  With `batch_sharding` the batch axis is split over its mesh (variables replicated), and host
+  arrays passed in are sharded on the way up."""
   window = _hann_window(model)
   size = settings.search_size
 
@@ -108,7 +111,11 @@ def make_step(model: ostrack.OSTrackCE, settings: TrackerSettings) -> Callable:
     searches = device_crop.normalize(device_crop.crop_frames(frames, specs, size))
     return _decode_boxes(model.apply(variables, templates, searches, train=False), window)
 
-  return jax.jit(step)
+  if batch_sharding is None:
+    return jax.jit(step)
+  replicated = jax.sharding.NamedSharding(batch_sharding.mesh, jax.sharding.PartitionSpec())
+  return jax.jit(step, in_shardings=(replicated, batch_sharding, batch_sharding, batch_sharding),
+                 out_shardings=batch_sharding)
 
 
 def make_template(settings: TrackerSettings) -> Callable:
@@ -172,16 +179,24 @@ class SequenceResult:
 
 @dataclasses.dataclass
 class RunnerStats:
-  """Where a BatchedRunner's time went (seconds, summed over its runs).
+  """Where a BatchedRunner's time went, in seconds summed over its runs.
 
-  decode: decoding on the pool threads (all threads added up); host: the main thread's own work
-  (crop specs, batch assembly and upload calls, dispatch, map-back, bookkeeping); wait_decode:
-  the main thread waiting for a frame still being decoded; wait_device: waiting for the boxes.
+  CPU time of the threads doing the work (`time.thread_time`: a busy machine's scheduling is not
+  counted as work):
+    decode    the pool threads decoding frames;
+    host      the main thread's own work excluding decode and the step's launch: crop specs,
+              batch assembly and uploads, templates, map-back, bookkeeping (and whatever the
+              consumer of `run` does between results);
+    dispatch  the main thread inside the jitted step call (its launch; the model-only numbers
+              pay it too).
+  Wall time: wait_decode (the main thread waiting for a frame still being decoded), wait_device
+  (waiting for the boxes), wall (the runs, start to end).
   """
   frames: int = 0
   steps: int = 0
   decode: float = 0.0
   host: float = 0.0
+  dispatch: float = 0.0
   wait_decode: float = 0.0
   wait_device: float = 0.0
   wall: float = 0.0
@@ -251,7 +266,8 @@ class BatchedRunner:
   """Tracks many sequences in lock-step: one jitted call per frame for up to `slots` sequences.
 
   Frames are decoded `ahead` steps in advance on a pool of `decode_threads` threads (default: one
-  per core); each step's frames go up while the device runs the previous step.
+  per core); on an accelerator (`upload_ahead`, default: any device not a CPU) each step's frames
+  go up while the device runs the previous step, on a CPU with the call.
   `devices` (default: all) split the slot axis; `slots` is rounded up to a multiple of their count.
   The time recorded for a frame is its step's wall time divided by the sequences in that step;
   `stats` adds up where the time went.
@@ -259,7 +275,7 @@ class BatchedRunner:
 
   def __init__(self, model: ostrack.OSTrackCE, variables: dict, settings: TrackerSettings, *,
                slots: int = 16, devices: list | None = None, decode_threads: int | None = None,
-               ahead: int = 2):
+               ahead: int = 2, upload_ahead: bool | None = None):
     self.settings = settings
     self.mesh = _data_mesh(devices)
     n_dev = self.mesh.devices.size
@@ -268,7 +284,7 @@ class BatchedRunner:
     self._sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
     replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
     self.variables = jax.device_put(variables, replicated)
-    self._step = make_step(model, settings)
+    self._step = make_step(model, settings, self._sharding)
     s = settings
     template_fn = make_template(settings)
 
@@ -279,6 +295,10 @@ class BatchedRunner:
     self._templates = jax.device_put(
         np.zeros((self.slots, s.template_size, s.template_size, 3), np.float32), self._sharding)
     self._decoder = images.DecodePool(decode_threads)
+    # An accelerator copies the next step's frames up while it runs this one. On a CPU "device"
+    # the copy would queue behind the running step; the frames go with the call instead.
+    self._upload_ahead = (any(d.platform != "cpu" for d in self.mesh.devices.flat)
+                          if upload_ahead is None else upload_ahead)
     self._buffers: dict[tuple[int, int], list[np.ndarray]] = {}
     self.stats = RunnerStats()
 
@@ -325,7 +345,8 @@ class BatchedRunner:
     return ring[-1]
 
   def _upload(self, step: _Step) -> None:
-    """Waits for the step's frames, stacks them (padding mixed sizes) and starts their upload."""
+    """Waits for the step's frames, stacks them (padding mixed sizes) and, on an accelerator,
+    starts their upload."""
     try:
       frames = {slot: self._frame(step, (slot, t))
                 for slot, (job, t) in ((i, e) for i, e in enumerate(step.entries) if e)}
@@ -341,7 +362,9 @@ class BatchedRunner:
       batch = self._batch_buffer(_bucket(list(shapes.values())))
       for slot, frame in frames.items():
         batch[slot, :frame.shape[0], :frame.shape[1]] = frame
-    step.upload = (jax.device_put(batch, self._sharding), shapes)
+    if self._upload_ahead:
+      batch = jax.device_put(batch, self._sharding)
+    step.upload = (batch, shapes)
 
   def _start_job(self, step: _Step, slot: int) -> None:
     job = step.entries[slot][0]
@@ -370,7 +393,7 @@ class BatchedRunner:
         window.append(step)
 
     run_start = last = time.perf_counter()
-    waited = stats.wait_decode + stats.wait_device
+    cpu_start, dispatched = time.thread_time(), stats.dispatch
     top_up()
     if window:
       self._upload(window[0])
@@ -393,8 +416,9 @@ class BatchedRunner:
       for slot in active:
         factors[slot] = device_crop.crop_spec(step.entries[slot][0].state, s.search_factor,
                                               s.search_size, shapes[slot], specs[slot])
-      boxes_dev, _ = self._step(self.variables, self._templates, frames_dev,
-                                jax.device_put(specs, self._sharding))
+      launch = time.thread_time()   # the specs (S x 12 KB) go up with the call
+      boxes_dev, _ = self._step(self.variables, self._templates, frames_dev, specs)
+      stats.dispatch += time.thread_time() - launch
       # While the device runs: decode further ahead and send the next step's frames up.
       top_up()
       if window:
@@ -420,9 +444,8 @@ class BatchedRunner:
           yield SequenceResult(job.sequence, np.stack(job.boxes), np.asarray(job.times))
       if on_frames is not None:
         on_frames(len(active))
-    wall = time.perf_counter() - run_start
-    stats.wall += wall
-    stats.host += wall - (stats.wait_decode + stats.wait_device - waited)
+    stats.wall += time.perf_counter() - run_start
+    stats.host += time.thread_time() - cpu_start - (stats.dispatch - dispatched)
 
 
 def track_sequence(tracker: Tracker, sequence, decoder: images.DecodePool | None = None

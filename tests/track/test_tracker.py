@@ -120,8 +120,10 @@ def test_batched_runner_equals_one_sequence_tracker(got10k, weights, slots, n_de
   single = tracker_lib.Tracker(model, variables, settings)
   expected = {s.name: tracker_lib.track_sequence(single, s).boxes for s in sequences}
   counted = []
+  # Two devices: frames uploaded ahead of each step, as on an accelerator.
   with tracker_lib.BatchedRunner(model, variables, settings, slots=slots,
-                                 devices=jax.devices()[:n_devices]) as runner:
+                                 devices=jax.devices()[:n_devices],
+                                 upload_ahead=n_devices > 1) as runner:
     got = {r.sequence.name: r for r in runner.run(sequences, on_frames=counted.append)}
   assert sorted(got) == sorted(expected)
   for name, result in got.items():
