@@ -12,6 +12,10 @@
       --root=DATA --out=RESULTS [--config=droptrack_got10k] [--batch-sequences=N]
       [--config.tracker.x=...]
       tracks every sequence of the split (see run_cli.py) and writes the benchmark's result files.
+  python -m dropmae_jax.track video --weights=DIR_OR_WORKDIR_OR_random:CONFIG --video=IN.mp4
+      --box=x,y,w,h --out=OUT.mp4 [--boxes=OUT.txt] [--max-frames=N]
+      tracks one object through a video (see video_cli.py): writes it with the box drawn, and the
+      boxes as text.
   python -m dropmae_jax.track SUBCOMMAND --help describes each subcommand's arguments.
 """
 from __future__ import annotations
@@ -190,16 +194,20 @@ def _add_run_parser(sub) -> None:
   """`run` lives in run_cli.py: it imports JAX and the model, which evaluate / pack never need."""
   from dropmae_jax.track import run_cli
   run_cli.add_run_parser(sub)
+  from dropmae_jax.track import video_cli
+  video_cli.add_video_parser(sub)
 
 
 def _run_errors(command: str) -> tuple[type[BaseException], ...]:
   """Input mistakes `run` reports in one line (config, weights, frames); imported only for run."""
-  if command != "run":
+  if command not in ("run", "video"):
     return ()
   from dropmae_jax.config import loading as config_loading
   from dropmae_jax.convert import io
   from dropmae_jax.track import tracker
-  return (config_loading.ConfigError, io.ConvertError, images.ImageReadError)
+  from dropmae_jax.track import video_cli
+  return (config_loading.ConfigError, io.ConvertError, images.ImageReadError,
+          video_cli.VideoInputError)
 
 
 def build_parser(with_run: bool = True) -> argparse.ArgumentParser:
@@ -218,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
   parser = build_parser(with_run=not argv or argv[0] not in ("evaluate", "pack"))
   args, extra = parser.parse_known_args(argv)
   # Only `run` takes config overrides (--config.tracker.search_factor=4.5), as main.py does.
-  if extra and (args.command != "run" or not all(a.startswith("--config.") for a in extra)):
+  if extra and (args.command not in ("run", "video")
+                or not all(a.startswith("--config.") for a in extra)):
     parser.error(f"unrecognized arguments: {' '.join(extra)}")
   args.overrides = extra
   try:

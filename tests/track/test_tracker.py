@@ -329,7 +329,7 @@ def test_run_names_a_misspelt_flag_and_the_nearest(argv, unknown, nearest, capsy
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("command", ["run", "evaluate", "pack"])
+@pytest.mark.parametrize("command", ["run", "evaluate", "pack", "video"])
 def test_subcommand_help_describes_every_argument(command, capsys):
   with pytest.raises(SystemExit) as e:
     track_main([command, "--help"])
