@@ -77,6 +77,7 @@ FILE_SECONDS = {
     "test_asad.py": 90,
     "test_droptrack_sharding.py": 80,
     "test_vos.py": 70,
+    "test_determinism.py": 60,
     "test_convert.py": 60,
     "test_multiprocess.py": 60,
     "test_cli.py": 45,

@@ -47,10 +47,10 @@ def pretrain_defaults() -> ml_collections.ConfigDict:
   c.data.crop_scale = (0.2, 1.0)      # RandomResizedCrop scale
   c.data.crop_ratio = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop aspect ratio
   c.data.hflip = True                 # random horizontal flip, independently per frame
-  c.data.num_workers = 8              # grain worker processes per host (0 = in-process)
+  c.data.num_workers = 8              # grain worker processes per host (0 = in-process); batches do not depend on it
   c.data.prefetch = 2                 # batches buffered per worker
   c.data.read_threads = 4             # decoding threads per worker (PyAV, PIL release the GIL)
-  c.data.read_buffer = 64             # items decoded ahead per worker (~0.3 MB each at 224 px)
+  c.data.read_buffer = 64             # items decoded ahead per worker, in whole batches (~0.3 MB each at 224 px)
   c.data.max_retries = 20             # unreadable videos skipped in a row before giving up
 
   # --- optimisation ---

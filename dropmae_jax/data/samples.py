@@ -55,9 +55,10 @@ def make_sample_tree(dst: str, clips: tuple[str, ...] = SAMPLE_CLIPS,
     dst: folder to build (created if needed). Existing entries are kept: idempotent and cheap
       (links, no decoding), so every run can call it.
     clips: which of SAMPLE_CLIPS to include.
-    short_side: if set, each clip is re-encoded once (H.264, every frame kept) with its short
-      side scaled to this many pixels, as Kinetics pipelines usually pre-resize: decoding the
-      720p clip frame by frame would otherwise dominate a CPU demo.
+    short_side: if set, each clip is re-encoded once (MPEG-4 in mp4, every frame kept, the same
+      file on every build: see REENCODE_CODEC) with its short side scaled to this many pixels,
+      as Kinetics pipelines usually pre-resize: decoding the 720p clip frame by frame would
+      otherwise dominate a CPU demo.
   Returns:
     dst, to be used as `config.data.root`.
   """
@@ -78,8 +79,23 @@ def make_sample_tree(dst: str, clips: tuple[str, ...] = SAMPLE_CLIPS,
   return dst
 
 
+# The re-encode must give the same pixels on every build: each fresh workdir builds its own tree,
+# and two runs of one config and seed train on them. libx264 does not: the same frames re-encoded
+# in a loop gave different streams (and decoded pixels) now and then, even with one thread, so
+# two demo runs in fresh workdirs trained on different clips. FFmpeg's own MPEG-4 Part 2 encoder
+# at a fixed quantiser on one thread is deterministic (FFmpeg's FATE suite checks its output bit
+# for bit). Quantiser 4 keeps about x264's default quality (PSNR 33-38 dB on these clips).
+REENCODE_CODEC = "mpeg4"
+REENCODE_QUANTISER = 4
+
+
 def _reencode(src: str, dst: str, short_side: int) -> None:
-  """Every frame of src, resized (short side = short_side, even sizes), into an H.264 mp4."""
+  """Every frame of src, resized (short side = short_side, even sizes), into an MPEG-4 mp4.
+
+  Deterministic: the same src gives the same file (see REENCODE_CODEC).
+  """
+  import fractions
+
   import av  # local: only this path needs the encoder
   from dropmae_jax.data import av_compat
   with av_compat.open_input(src) as inp, av.open(dst, mode="w") as out:
@@ -87,12 +103,16 @@ def _reencode(src: str, dst: str, short_side: int) -> None:
     h, w = in_stream.height, in_stream.width
     k = short_side / min(h, w)
     height, width = 2 * round(h * k / 2), 2 * round(w * k / 2)
-    stream = out.add_stream("libx264", rate=av_compat.frame_rate(in_stream) or 25)
+    rate = fractions.Fraction(av_compat.frame_rate(in_stream) or 25)
+    stream = out.add_stream(REENCODE_CODEC, rate=rate)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    for frame in inp.decode(in_stream):
+    stream.thread_count = 1
+    q = str(REENCODE_QUANTISER)
+    stream.options = {"qmin": q, "qmax": q}   # a constant quantiser: no rate control drift
+    for t, frame in enumerate(inp.decode(in_stream)):
       small = frame.reformat(width=width, height=height, format="yuv420p",
                              interpolation="BICUBIC")
-      small.pts = None
+      small.pts, small.time_base = t, 1 / rate   # frame t at t / rate s (MPEG-4 wants pts)
       for packet in stream.encode(small):
         out.mux(packet)
     for packet in stream.encode():

@@ -1,13 +1,18 @@
 """The grain input pipeline: video list -> shuffled, repeated, augmented frame-pair batches.
 
-    source (video index) -> seed -> [process_index::process_count] -> shuffle (per epoch)
-      -> repeat -> random_map(FramePairSampler) -> to_iter_dataset(read threads)
-      -> batch -> mp_prefetch(worker processes)
+    items: source (video index) -> seed -> [process_index::process_count]
+      -> shuffle (per epoch) -> repeat -> random_map(FramePairSampler)
+    batches: range(batch number) -> map(BatchOfItems: items n*b .. n*b + b - 1, decoded by
+      read threads) -> to_iter_dataset -> mp_prefetch(worker processes)
 
-Deterministic for a seed: grain seeds each record's RNG from the pipeline seed and the record's
-position, so `get_state()`/`set_state()` (and orbax via `grain.checkpoint.CheckpointSave`)
-reproduce the next batch exactly, which makes resumed runs bit-identical. The batch order also
-depends on `num_workers`: resume with the same value.
+Deterministic for a seed, whatever `num_workers` / `read_threads` / `read_buffer` are: grain
+seeds each item's RNG from the pipeline seed and the item's position, and batches are formed
+BEFORE the hand-off to workers (worker k makes batches k, k + n, ... whole, and grain interleaves
+them in order), so batch n is items n*b .. n*b + b - 1 for any worker count. (Batching after
+`to_iter_dataset` would batch each worker's own slice of items, k, k + n, ...: other batches for
+every worker count.) `get_state()`/`set_state()` (and orbax via `grain.checkpoint.CheckpointSave`)
+reproduce the next batch exactly, which makes resumed runs bit-identical; a saved position names
+the worker count it was taken with, so resume with the same `num_workers`.
 
 Batches are dicts of numpy arrays (b = per_host_batch, S = img_size):
   frames       uint8 (b, 2, S, S, 3)  frame s (x) then frame e (z); not normalised
@@ -22,7 +27,10 @@ then counts them (metrics.SkippedVideoLog).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import math
+import threading
 
 import grain
 import ml_collections
@@ -149,6 +157,51 @@ class FramePairSampler(grain.transforms.RandomMap):
             "skip_reason": np.array(reason[:SKIP_REASON_CHARS], f"<U{SKIP_REASON_CHARS}")}
 
 
+class BatchOfItems:
+  """Batch number n -> items n*b .. n*b + b - 1 of `items`, stacked (a grain map function).
+
+  The batch, not the item, is what grain slices over worker processes, so batch n holds the same
+  items for any `num_workers`. Its items are still decoded in parallel: a pool of `threads`
+  threads per process (PyAV and PIL release the GIL), shared by the batches in flight, so one
+  batch is assembled by every read thread and only a few batches wait in memory. The pool is
+  made in the process that uses it (it is not pickled into the workers).
+  """
+
+  def __init__(self, items: grain.MapDataset, batch_size: int, threads: int):
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    self._items = items
+    self._batch_size = int(batch_size)
+    self._threads = max(1, int(threads))
+    self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+    self._lock = threading.Lock()
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_pool"] = state["_lock"] = None
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+  def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+    with self._lock:
+      if self._pool is None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(self._threads,
+                                                           thread_name_prefix="dropmae-read")
+      return self._pool
+
+  def __call__(self, number: int) -> dict[str, np.ndarray]:
+    first = int(number) * self._batch_size
+    indices = range(first, first + self._batch_size)
+    if self._threads == 1:
+      elements = [self._items[i] for i in indices]
+    else:   # map returns the items in order and re-raises the first item's error
+      elements = list(self._executor().map(self._items.__getitem__, indices))
+    return {k: np.stack([e[k] for e in elements]) for k in elements[0]}
+
+
 def make_dataset(data_cfg: ml_collections.ConfigDict, paths, *, img_size: int,
                  per_host_batch: int, seed: int, process_index: int = 0,
                  process_count: int = 1) -> grain.IterDataset:
@@ -174,18 +227,17 @@ def make_dataset(data_cfg: ml_collections.ConfigDict, paths, *, img_size: int,
   recipe = PairRecipe.from_config(data_cfg, img_size)
   sampler = FramePairSampler(paths, recipe, process_index, process_count)
   paths = as_reader(paths)
-  ds = (grain.MapDataset.source(VideoIndexSource(len(paths)))
-        .seed(seed)
-        [process_index::process_count]
-        .shuffle()       # a fresh permutation each epoch (grain reseeds per epoch)
-        .repeat()        # infinite; the trainer counts steps
-        .random_map(sampler))
-  # Threads decode single items (PyAV and PIL release the GIL), batching comes after, so a batch
-  # is assembled in parallel and only `read_buffer` items (not whole batches) wait in memory.
-  ds = ds.to_iter_dataset(grain.ReadOptions(
-      num_threads=int(data_cfg.read_threads),
-      prefetch_buffer_size=int(data_cfg.read_buffer)))
-  ds = ds.batch(per_host_batch, drop_remainder=True)
+  items = (grain.MapDataset.source(VideoIndexSource(len(paths)))
+           .seed(seed)
+           [process_index::process_count]
+           .shuffle()       # a fresh permutation each epoch (grain reseeds per epoch)
+           .repeat()        # infinite; the trainer counts steps
+           .random_map(sampler))
+  builder = BatchOfItems(items, per_host_batch, threads=int(data_cfg.read_threads))
+  ds = grain.MapDataset.range(len(items) // per_host_batch).map(builder)
+  # Batches in flight per process: about `read_buffer` items (at least one batch).
+  ahead = max(1, math.ceil(int(data_cfg.read_buffer) / per_host_batch))
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=ahead, prefetch_buffer_size=ahead))
   if int(data_cfg.num_workers) > 0:
     grain_support.ensure_absl_flags_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
