@@ -204,35 +204,19 @@ def load_params(path: str) -> tuple[dict, ml_collections.ConfigDict]:
 
 def _newest_good_params(directory: str) -> tuple[dict, str]:
   """(params, config JSON) of the newest checkpoint in a training run's `directory` that reads
-  and passes the fingerprint saved with it. Read-only: a damaged checkpoint is reported and
-  skipped, never moved (the run that owns the folder may still be writing to it)."""
-  from absl import logging
-  from dropmae_jax.train import fingerprint
-  manager = ocp.CheckpointManager(directory)
+  and passes the fingerprint saved with it (read-only: damaged ones are skipped, never moved)."""
+  from dropmae_jax.train.checkpoint import readonly
+
+  def is_pretraining(state, meta) -> str | None:
+    if not isinstance(state, dict) or "params" not in state or "config" not in meta:
+      return "it holds no 'params' or no 'config' (not a pre-training checkpoint)"
+    return None
+
   try:
-    steps = sorted(manager.all_steps(), reverse=True)
-    if not steps:
-      raise ConvertError(f"{directory} holds no finished checkpoint")
-    damaged = []
-    for step in steps:
-      try:
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-        meta = dict(restored["meta"] or {})
-        problem = fingerprint.fingerprint_problem(restored["state"], meta)
-      except Exception as e:  # pylint: disable=broad-except
-        problem = f"it cannot be read ({type(e).__name__}: {str(e).strip()[:100]})"
-      if problem is None and ("params" not in restored["state"] or "config" not in meta):
-        problem = "it holds no 'params' or no 'config' (not a pre-training checkpoint)"
-      if problem is None:
-        if damaged:
-          logging.warning("%s: using checkpoint step %d; newer ones are damaged: %s", directory,
-                          step, "; ".join(damaged))
-        return restored["state"]["params"], meta["config"]
-      damaged.append(f"step {step}: {problem}")
-    raise ConvertError(f"{directory}: no checkpoint can be used — " + "; ".join(damaged))
-  finally:
-    manager.close()
+    state, meta, _ = readonly.read_newest_good(directory, check_state=is_pretraining)
+  except readonly.CheckpointError as e:
+    raise ConvertError(str(e)) from e
+  return state["params"], meta["config"]
 
 
 def _to_numpy(tree):

@@ -16,18 +16,11 @@ import json
 import os
 
 import ml_collections
-import numpy as np
 
 from dropmae_jax.convert import io
 
 CHECKPOINTS_DIR = "checkpoints"
 TRACKER_TASK = "droptrack"
-
-
-def _to_numpy(tree):
-  if isinstance(tree, dict):
-    return {k: _to_numpy(v) for k, v in tree.items()}
-  return np.asarray(tree)
 
 
 def _checkpoint_steps(directory: str) -> list[int]:
@@ -44,61 +37,38 @@ def _short(e: BaseException) -> str:
 
 def _newest_good_checkpoint(directory: str) -> tuple[dict, ml_collections.ConfigDict, int]:
   """(variables, config, step) of the newest checkpoint in a fine-tuning run's `directory` that
-  reads and passes the fingerprint saved with it. Read-only: a damaged checkpoint is reported
-  and skipped, never moved (the run that owns the folder may still be writing to it). Arrays are
-  restored as numpy, so a checkpoint written on another device topology reads too."""
-  import jax
-  import orbax.checkpoint as ocp
-  from absl import logging
-  from dropmae_jax.train import fingerprint
+  reads and passes the fingerprint saved with it (read-only: damaged ones are skipped, never
+  moved; arrays as numpy, so another device topology's checkpoint reads too)."""
+  from dropmae_jax.train.checkpoint import readonly
 
-  manager = ocp.CheckpointManager(directory, item_handlers={
-      "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+  def tracker_config(step: int, meta: dict) -> None:
+    try:
+      config = ml_collections.ConfigDict(json.loads(meta["config"]))
+    except (KeyError, TypeError, ValueError):
+      return  # the state check below names it
+    task = config.get("task", TRACKER_TASK)
+    if task != TRACKER_TASK:
+      raise io.ConvertError(
+          f"{directory}: checkpoint step {step} is a {task!r} run's, not a tracker's; fine-tune "
+          f"a tracker from it (config droptrack_*, --config.init_from=WORKDIR) or import "
+          f"released weights with `python -m dropmae_jax.convert import-tracker`")
+
+  def tracker_state(state, meta) -> str | None:
+    try:
+      json.loads(meta["config"])
+    except (KeyError, TypeError, ValueError):
+      return "its meta holds no readable config"
+    if not (isinstance(state, dict) and state.get("params") and state.get("batch_stats")):
+      return "it holds no 'params' or no 'batch_stats' (not a tracker's train state)"
+    return None
+
   try:
-    steps = sorted(manager.all_steps(), reverse=True)
-    if not steps:
-      raise io.ConvertError(f"{directory} holds no finished checkpoint")
-    damaged = []
-    for step in steps:
-      try:
-        meta = dict(manager.restore(step, args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))["meta"] or {})
-      except Exception as e:  # pylint: disable=broad-except
-        damaged.append(f"step {step}: its meta cannot be read ({_short(e)})")
-        continue
-      try:
-        config = ml_collections.ConfigDict(json.loads(meta["config"]))
-      except (KeyError, TypeError, ValueError):
-        damaged.append(f"step {step}: its meta holds no readable config")
-        continue
-      task = config.get("task", TRACKER_TASK)
-      if task != TRACKER_TASK:
-        raise io.ConvertError(
-            f"{directory}: checkpoint step {step} is a {task!r} run's, not a tracker's; fine-tune "
-            f"a tracker from it (config droptrack_*, --config.init_from=WORKDIR) or import "
-            f"released weights with `python -m dropmae_jax.convert import-tracker`")
-      try:
-        saved = manager.item_metadata(step)["state"]
-        target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), getattr(saved, "tree", saved))
-        state = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target)))["state"]
-        problem = fingerprint.fingerprint_problem(state, meta)
-      except Exception as e:  # pylint: disable=broad-except
-        problem = f"it cannot be read ({_short(e)})"
-      if problem is None and not (isinstance(state, dict) and state.get("params")
-                                  and state.get("batch_stats")):
-        problem = "it holds no 'params' or no 'batch_stats' (not a tracker's train state)"
-      if problem is None:
-        if damaged:
-          logging.warning("%s: using checkpoint step %d; newer ones are damaged: %s", directory,
-                          step, "; ".join(damaged))
-        variables = {"params": _to_numpy(state["params"]),
-                     "batch_stats": _to_numpy(state["batch_stats"])}
-        return variables, config, step
-      damaged.append(f"step {step}: {problem}")
-    raise io.ConvertError(f"{directory}: no checkpoint can be used — " + "; ".join(damaged))
-  finally:
-    manager.close()
+    state, meta, step = readonly.read_newest_good(directory, check_meta=tracker_config,
+                                                  check_state=tracker_state)
+  except readonly.CheckpointError as e:
+    raise io.ConvertError(str(e)) from e
+  config = ml_collections.ConfigDict(json.loads(meta["config"]))
+  return {"params": state["params"], "batch_stats": state["batch_stats"]}, config, step
 
 
 def _mtime(path: str) -> float:
