@@ -1,4 +1,9 @@
-"""The released DropTrack / OSTrack crop and box geometry, in numpy, for the host side of tracking.
+"""The released DropTrack / OSTrack crop and box geometry, in numpy.
+
+The crop window (`crop_window`), map-back and clipping are the tracker's host side; the crop
+itself runs on the device when tracking (`device_crop.py`). `sample_target` here is the
+fine-tuning input pipeline's crop (on the data workers) and, with cv2, the reference the device
+crop is tested against.
 
 Everything here follows OSTrack's `lib/train/data/processing_utils.py` (`sample_target`,
 `transform_image_to_crop`) and `lib/test/tracker/ostrack.py` (`map_box_back`, `clip_box`,
