@@ -82,7 +82,7 @@ FILE_SECONDS = {
     "test_multiprocess.py": 60,
     "test_cli.py": 45,
     "test_model.py": 40,
-    "test_tracker.py": 25,
+    "test_tracker.py": 45,
     "test_train_utils.py": 25,
     "test_ostrack.py": 20,
 }
