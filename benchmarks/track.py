@@ -49,6 +49,7 @@ from dropmae_jax.track import ostrack
 from dropmae_jax.track import datasets
 from dropmae_jax.track import device_crop
 from dropmae_jax.track import tracker as tracker_lib
+from dropmae_jax.track import runner as runner_lib
 from dropmae_jax.train import sharding
 from dropmae_jax.track import step as step_lib
 from dropmae_jax.track import optim as tracking_optim
@@ -123,7 +124,7 @@ def _first_frames(seq, count: int):
 
 
 def compare(model, variables, settings, sequences, slots: int, frames: int, rounds: int
-            ) -> tuple[float, float, float, tracker_lib.RunnerStats]:
+            ) -> tuple[float, float, float, runner_lib.RunnerStats]:
   """(model-only frames/s, end-to-end frames/s, the median over rounds of their ratio, where the
   end-to-end time went) for `slots`
   sequences in lock-step (1: the released one-sequence loop), over about `frames` frames (at
@@ -152,10 +153,10 @@ def compare(model, variables, settings, sequences, slots: int, frames: int, roun
   baseline = ModelOnly(model, variables, slots)
   model_time = model_frames = e2e_time = e2e_frames = 0.0
   ratios = []
-  with tracker_lib.BatchedRunner(model, variables, settings, slots=slots) as runner:
+  with runner_lib.BatchedRunner(model, variables, settings, slots=slots) as runner:
     warm = [_first_frames(seq, 3) for seq in sequences[:runner.slots]]
     list(runner.run(warm))  # compile (and warm the file cache)
-    runner.stats = tracker_lib.RunnerStats()
+    runner.stats = runner_lib.RunnerStats()
     for _ in range(rounds):
       group = group_for_round()
       counted = []

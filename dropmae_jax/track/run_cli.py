@@ -140,7 +140,7 @@ def load_tracker(config_spec: str | None, weights: str, batch_sequences: int | N
 
 def run_command(args) -> int:
   import tqdm
-  from dropmae_jax.track import tracker
+  from dropmae_jax.track import runner as runner_lib
 
   # Config and weights first: a mistake there is reported before any data is read.
   if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -169,7 +169,7 @@ def run_command(args) -> int:
   done = 0
   with tqdm.tqdm(total=total, unit="frame", desc=f"{args.benchmark}/{args.split}",
                  smoothing=0.1) as bar, \
-       tracker.BatchedRunner(model, variables, settings, slots=slots) as runner:
+       runner_lib.BatchedRunner(model, variables, settings, slots=slots) as runner:
     for result in runner.run(todo, on_frames=bar.update):
       write_result(args.benchmark, args.out, result.sequence.name, result.boxes, result.times)
       done += 1

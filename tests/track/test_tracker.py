@@ -17,6 +17,7 @@ from dropmae_jax.track import ostrack
 from dropmae_jax.track import datasets
 from dropmae_jax.track.evaluation import results
 from dropmae_jax.track import tracker as tracker_lib
+from dropmae_jax.track import runner as runner_lib
 from dropmae_jax.track.__main__ import main as track_main
 
 from test_ostrack import CONFIG_SOURCE, RefOSTrack, randomize, small_config  # noqa: I100
@@ -121,7 +122,7 @@ def test_batched_runner_equals_one_sequence_tracker(got10k, weights, slots, n_de
   expected = {s.name: tracker_lib.track_sequence(single, s).boxes for s in sequences}
   counted = []
   # Two devices: frames uploaded ahead of each step, as on an accelerator.
-  with tracker_lib.BatchedRunner(model, variables, settings, slots=slots,
+  with runner_lib.BatchedRunner(model, variables, settings, slots=slots,
                                  devices=jax.devices()[:n_devices],
                                  upload_ahead=n_devices > 1) as runner:
     got = {r.sequence.name: r for r in runner.run(sequences, on_frames=counted.append)}
@@ -148,7 +149,7 @@ def test_batched_runner_pads_frames_of_mixed_sizes(got10k, weights, tmp_path):
   sequences = [small[0], *datasets.load_dataset("got10k", got10k, "val")[:2], one_frame, small[1]]
   single = tracker_lib.Tracker(model, variables, settings)
   expected = {s.name: tracker_lib.track_sequence(single, s).boxes for s in sequences}
-  with tracker_lib.BatchedRunner(model, variables, settings, slots=3,
+  with runner_lib.BatchedRunner(model, variables, settings, slots=3,
                                  devices=jax.devices()[:1]) as runner:
     got = {r.sequence.name: r for r in runner.run(sequences)}
   assert sorted(got) == sorted(expected)

@@ -20,6 +20,7 @@ from dropmae_jax.track import datasets
 from dropmae_jax.track.evaluation import metrics as track_metrics
 from dropmae_jax.track.evaluation import results as results_lib
 from dropmae_jax.track import tracker as tracker_lib
+from dropmae_jax.track import runner as runner_lib
 from dropmae_jax.track.evaluation import validation as tracking_eval
 from dropmae_jax.track import figures as tracking_figures
 from dropmae_jax.track import losses as tracking_losses
@@ -463,7 +464,7 @@ def test_val_ao_equals_offline_evaluation(val_root, tmp_path):
   sequences = datasets.load_dataset("got10k", val_root, "val")
   out = str(tmp_path / "results")
   devices = jax.local_devices()[:1]   # one compile of a small batch: fast on a busy CPU
-  with tracker_lib.BatchedRunner(model, variables, settings, slots=2, devices=devices) as runner:
+  with runner_lib.BatchedRunner(model, variables, settings, slots=2, devices=devices) as runner:
     for result in runner.run(sequences):
       results_lib.write_got10k(out, result.sequence.name, result.boxes, result.times)
   offline = track_metrics.evaluate_got10k(sequences, out)["metrics"]

@@ -1,7 +1,7 @@
 """Validation AO during fine-tuning: track the val sequences, score them with GOT-10k's protocol.
 
 Beyond the released trainer (whose 'val' pass is the loss on 10,000 sampled GOT-10k pairs every 20
-epochs): the tracker of `track/tracker.py` (`BatchedRunner`, test-time settings, CE keep 0.7) runs
+epochs): the tracker of `track/tracker.py` (`runner.BatchedRunner`, test-time settings, CE keep 0.7) runs
 over whole val sequences, and the boxes are scored exactly as `python -m dropmae_jax.track run`
 followed by `... evaluate --protocol got10k` would score them: boxes truncated to integers as the
 result files store them, frame 0 dropped, frames with cover > 0 kept, IoU clipped to the image, all
@@ -21,6 +21,7 @@ import numpy as np
 from dropmae_jax.track import datasets
 from dropmae_jax.track.evaluation import metrics as track_metrics
 from dropmae_jax.track import tracker as tracker_lib
+from dropmae_jax.track import runner as runner_lib
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def val_ao(model, variables: Any, config: ml_collections.ConfigDict,
   slots = min(int(config.tracker.get("batch_sequences", 16)), len(chosen))
   boxes: dict[int, np.ndarray] = {}
   index = {id(seq): i for i, seq in enumerate(chosen)}
-  with tracker_lib.BatchedRunner(model, host, settings, slots=slots,
+  with runner_lib.BatchedRunner(model, host, settings, slots=slots,
                                  devices=devices or jax.local_devices()) as runner:
     for result in runner.run(chosen):
       boxes[index[id(result.sequence)]] = result.boxes
