@@ -155,9 +155,53 @@ def test_pytorch_interop_exports_and_features_match(tour, tmp_path):
   assert "max |JAX - PyTorch|" in text
 
 
+TRACKING_CHECKS = """
+# Trained STEPS steps, tracked the clip's FRAMES frames and every val sequence, scored both.
+assert os.listdir(os.path.join(WORKDIR, "checkpoints")) == [str(STEPS)]
+assert boxes.shape == (FRAMES, 4) and tuple(boxes[0]) == BOX
+assert len(val_names) == 2 and sorted(os.listdir(tracked)) == val_names
+assert set(report["trackers"]) == {"DropTrack demo", "static box"}
+assert all(0 <= t["metrics"]["AO"] <= 100 for t in report["trackers"].values())
+"""
+
+SEGMENTATION_CHECKS = """
+assert len(dataset) == SEQUENCES == 2 and seq.num_frames == FRAMES
+assert list(scores) == ["random init"]   # no PRETRAINED in CI: nothing trained
+g = scores["random init"][1]["global"]
+assert 0 <= g["J&F-Mean"] <= 1 and abs(g["J&F-Mean"] - (g["J-Mean"] + g["F-Mean"]) / 2) < 1e-6
+assert len(rows) == 2 and all(len(masks) == 5 for _, masks in rows)
+"""
+
+
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S + 60)
+def test_tracking_fine_tunes_tracks_a_clip_and_scores(tmp_path):
+  nb = load("tracking.ipynb")
+  nb.cells.append(check_cell(TRACKING_CHECKS))
+  execute(nb, str(tmp_path), kernel_env(DROPMAE_TRACKING_WORKDIR=str(tmp_path / "droptrack")))
+  assert_shows_its_figures(nb, "tracking.ipynb")
+  # The synthetic set, the real clip with boxes, the success plot, a val sequence with boxes.
+  assert [c for c in images_per_cell(nb) if c] == [1, 1, 1, 1]
+  text = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                 for out in cell.outputs)
+  assert "$ python -m dropmae_jax.track video" in text and "got10k_success.png" in text
+
+
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S + 60)
+def test_segmentation_propagates_and_shows_masks_with_jf(tmp_path):
+  nb = load("segmentation.ipynb")
+  nb.cells.append(check_cell(SEGMENTATION_CHECKS))
+  execute(nb, str(tmp_path), kernel_env(DROPMAE_SEGMENTATION_WORKDIR=str(tmp_path / "seg")))
+  assert_shows_its_figures(nb, "segmentation.ipynb")
+  assert [c for c in images_per_cell(nb) if c] == [1, 1]   # the set; masks over frames
+  text = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                 for out in cell.outputs)
+  assert "J&F" in text and "random init" in text
+
+
 def test_every_notebook_is_executed_here_and_declares_its_figures():
   # A new notebook must get an execution test above (and its min_images), not slip past CI.
-  assert NOTEBOOKS == ["dropmae_tour.ipynb", "pytorch_interop.ipynb"], NOTEBOOKS
+  assert NOTEBOOKS == ["dropmae_tour.ipynb", "pytorch_interop.ipynb", "segmentation.ipynb",
+                       "tracking.ipynb"], NOTEBOOKS
   for name in NOTEBOOKS:
     nb = load(name)
     assert nb.metadata["kernelspec"]["name"] == "python3", name
@@ -195,6 +239,8 @@ def install_source(name: str) -> str:
 @pytest.mark.parametrize("name, extras, packages", [
     ("dropmae_tour.ipynb", "", []),
     ("pytorch_interop.ipynb", "[torch]", ["timm"]),
+    ("tracking.ipynb", "", []),
+    ("segmentation.ipynb", "", []),
 ])
 def test_install_cell_on_a_fresh_runtime(name, extras, packages, tmp_path, monkeypatch):
   """The Colab branch, with dropmae_jax 'not installed' and git/pip recorded instead of run."""
