@@ -1,7 +1,8 @@
 """Writing outputs so that nothing is ever half-written: each is built under a temporary sibling
 name and renamed into place when complete.
 
-`staged_file(path)` for a file (.pth, .safetensors): the rename replaces any earlier file at once.
+`missing_folders(path)` names the folders a run is about to create, so that a run that finishes
+nothing can leave nothing behind. `staged_file(path)` for a file (.pth, .safetensors): the rename replaces any earlier file at once.
 `staged_dir(path, ours)` for a folder of ours (an imported checkpoint or tracker): built whole as
 a sibling, then renamed onto `path` (an earlier folder of ours is swapped out and deleted). When
 `path` also holds files that are not ours, those stay and each of our entries is renamed into it
@@ -19,6 +20,20 @@ import uuid
 from collections.abc import Iterable, Iterator
 
 CONFIG_FILE = "config.json"   # (io.CONFIG_FILE) renamed last
+
+
+def missing_folders(path: str) -> list[str]:
+  """`path` and those of its ancestors that do not exist yet, deepest first: what a run that
+  creates `path` must remove again if it finishes nothing."""
+  missing = []
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    missing.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return missing
 
 
 def _sibling(path: str, tag: str) -> str:

@@ -50,6 +50,7 @@ import tqdm
 from PIL import Image
 
 from dropmae_jax.config import arguments
+from dropmae_jax.convert import outputs
 from dropmae_jax.data import synthetic_scenes as scenes
 from dropmae_jax.data.synthetic_scenes import SequencePlan
 
@@ -168,19 +169,6 @@ def write_sequence(plan: SequencePlan, clips: dict[str, np.ndarray], folder: str
     f.write(_meta_info(plan))
 
 
-def _missing_folders(path: str) -> list[str]:
-  """`path` and those of its ancestors that do not exist yet, deepest first."""
-  missing = []
-  path = os.path.abspath(path)
-  while not os.path.exists(path):
-    missing.append(path)
-    parent = os.path.dirname(path)
-    if parent == path:
-      break
-    path = parent
-  return missing
-
-
 def make_dataset(out: str, train: int = 8, val: int = 4, frames: int | None = None,
                  size: tuple[int, int] = (320, 240), seed: int = 0, overwrite: bool = False,
                  progress: bool = True, clips: dict[str, np.ndarray] | None = None
@@ -220,7 +208,7 @@ def make_dataset(out: str, train: int = 8, val: int = 4, frames: int | None = No
   shapes = {name: tuple(int(s) for s in array.shape[:3]) for name, array in clips.items()}
   plans = plan_dataset(counts, frames, size, seed, shapes)
   splits = [split for split in SPLITS if counts[split]]
-  created = _missing_folders(out)
+  created = outputs.missing_folders(out)
   staging = {split: os.path.join(out, f".{split}.tmp-{os.getpid()}") for split in splits}
   try:
     os.makedirs(out, exist_ok=True)

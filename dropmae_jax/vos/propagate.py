@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from dropmae_jax.convert import outputs
 from dropmae_jax.vos import davis
 from dropmae_jax.vos import features as features_lib
 
@@ -231,19 +232,6 @@ def select_sequences(dataset: davis.DavisDataset, out_dir: str, overwrite: bool 
           [s for s in sequences if states[s.name] == "finished"])
 
 
-def _missing_folders(path: str) -> list[str]:
-  """`path` and those of its ancestors that do not exist yet, deepest first."""
-  missing = []
-  path = os.path.abspath(path)
-  while not os.path.exists(path):
-    missing.append(path)
-    parent = os.path.dirname(path)
-    if parent == path:
-      break
-    path = parent
-  return missing
-
-
 def run(encoder: features_lib.FrameEncoder, dataset: davis.DavisDataset, out_dir: str,
         protocol: Protocol, progress: bool = True,
         sequences: list[davis.VosSequence] | None = None) -> list[str]:
@@ -259,7 +247,7 @@ def run(encoder: features_lib.FrameEncoder, dataset: davis.DavisDataset, out_dir
   sequences = list(dataset) if sequences is None else list(sequences)
   if not sequences:
     return []
-  created = _missing_folders(out_dir)
+  created = outputs.missing_folders(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   total = sum(s.num_frames for s in sequences)
   bar = tqdm.tqdm(total=total, desc="propagate", unit="frame", disable=not progress)

@@ -36,6 +36,7 @@ import tqdm
 from PIL import Image
 
 from dropmae_jax.config import arguments
+from dropmae_jax.convert import outputs
 from dropmae_jax.data import synthetic_scenes as scenes
 from dropmae_jax.vos import davis
 
@@ -194,7 +195,7 @@ def make_dataset(out: str, val: int = 4, train: int = 0, frames: int = 24,
   shapes = {name: tuple(int(s) for s in array.shape[:3]) for name, array in clips.items()}
   plans = plan_dataset({"val": val, "train": train}, frames, size, seed, shapes)
   parent = os.path.dirname(os.path.abspath(out))
-  created = _missing_folders(parent)
+  created = outputs.missing_folders(parent)
   tmp = os.path.join(parent, f".{os.path.basename(os.path.abspath(out))}.tmp-{os.getpid()}")
   try:
     os.makedirs(parent, exist_ok=True)
@@ -223,19 +224,6 @@ def make_dataset(out: str, val: int = 4, train: int = 0, frames: int = 24,
         break
     raise
   return plans
-
-
-def _missing_folders(path: str) -> list[str]:
-  """`path` and those of its ancestors that do not exist yet, deepest first."""
-  missing = []
-  path = os.path.abspath(path)
-  while not os.path.exists(path):
-    missing.append(path)
-    parent = os.path.dirname(path)
-    if parent == path:
-      break
-    path = parent
-  return missing
 
 
 def _parse_size(text: str) -> tuple[int, int]:
