@@ -10,6 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from dropmae_jax.config import defaults as configlib
+from dropmae_jax.convert import layout
 from dropmae_jax.convert import outputs
 from dropmae_jax.models import vit
 
@@ -302,3 +303,38 @@ def load_num_batches_tracked(path: str) -> dict[str, int]:
     return {str(k): int(v) for k, v in counts.items()}
   except (ValueError, TypeError, AttributeError) as e:
     raise ConvertError(f"{file}: not a JSON object of integer counters ({e})") from e
+
+
+def pretrain_state_dict(source, pretrain_grid: int | None = None
+                        ) -> tuple[dict[str, np.ndarray], str]:
+  """A DropMAE source -> (its state dict in the released flat layout, a description).
+
+  The downstream models (tracker, segmenter) start from DropMAE weights given as a path (a
+  pre-training workdir or an imported folder, or a released .pth / .safetensors), our params
+  tree (needs `pretrain_grid` = pre-training img_size // patch for its position table), or a flat
+  state dict. Floating-point arrays come back as float32.
+  """
+  if isinstance(source, (str, os.PathLike)):
+    path = os.fspath(source)
+    if os.path.isdir(path):
+      params, config = load_params(path)
+      grid = pretrain_grid or config.model.img_size // int(config.model.variant.split("/")[1])
+      return layout.params_to_state_dict(params, grid=grid), path
+    return read_torch_state_dict(path), path
+  if not isinstance(source, dict):
+    raise TypeError(f"init_from_pretrain: expected a params tree, a state dict or a path; got "
+                    f"{type(source).__name__}")
+  if source and not any(isinstance(v, dict) for v in source.values()):   # a flat state dict
+    return {k: _float32(np.asarray(v)) for k, v in source.items()}, "state dict"
+  if "patch_embed" in source:
+    if pretrain_grid is None:
+      raise ValueError("init_from_pretrain: a params tree has no position table; pass "
+                       "pretrain_grid (= pre-training img_size // patch)")
+    return layout.params_to_state_dict(source, grid=pretrain_grid), "params tree"
+  raise ValueError("init_from_pretrain: source is neither our pre-training params (no "
+                   "'patch_embed') nor a DropMAE state dict (no 'patch_embed.proj.weight'); "
+                   f"its keys start {sorted(source)[:8]}")
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+  return array.astype(np.float32) if np.issubdtype(array.dtype, np.floating) else array

@@ -9,39 +9,13 @@ state dict, a DropMAE .pth / .safetensors, or an imported DIR / training WORKDIR
 from __future__ import annotations
 
 import math
-import os
 
 import jax
 import numpy as np
 
+from dropmae_jax.convert import io
 from dropmae_jax.convert import posemb
 
-
-
-def _flat_state_from_source(source, pretrain_grid: int | None) -> tuple[dict[str, np.ndarray], str]:
-  """A DropMAE source -> (released-layout flat state dict, description)."""
-  from dropmae_jax.convert import io
-  from dropmae_jax.convert import layout
-  if isinstance(source, (str, os.PathLike)):
-    path = os.fspath(source)
-    if os.path.isdir(path):
-      params, config = io.load_params(path)
-      grid = pretrain_grid or config.model.img_size // int(config.model.variant.split("/")[1])
-      return layout.params_to_state_dict(params, grid=grid), path
-    return io.read_torch_state_dict(path), path
-  if not isinstance(source, dict):
-    raise TypeError(f"init_from_pretrain: expected a params tree, a state dict or a path; got "
-                    f"{type(source).__name__}")
-  if "patch_embed.proj.weight" in source:
-    return {k: np.asarray(v, np.float32) for k, v in source.items()}, "state dict"
-  if "patch_embed" in source:
-    if pretrain_grid is None:
-      raise ValueError("init_from_pretrain: a params tree has no position table; pass "
-                       "pretrain_grid (= pre-training img_size // patch)")
-    return layout.params_to_state_dict(source, grid=pretrain_grid), "params tree"
-  raise ValueError("init_from_pretrain: source is neither our pre-training params (no "
-                   "'patch_embed') nor a DropMAE state dict (no 'patch_embed.proj.weight'); "
-                   f"its keys start {sorted(source)[:8]}")
 
 
 def init_from_pretrain(variables: dict, source, *, pretrain_grid: int | None = None
@@ -63,7 +37,7 @@ def init_from_pretrain(variables: dict, source, *, pretrain_grid: int | None = N
     (new variables (numpy), report lines: loaded / missing / unexpected / derived).
   """
   from dropmae_jax.convert import layout
-  state, what = _flat_state_from_source(source, pretrain_grid)
+  state, what = io.pretrain_state_dict(source, pretrain_grid)
   layout.check_is_mae_vit(state)
   params = jax.tree.map(np.asarray, dict(variables["params"]))
   flat = layout.flatten(params["backbone"])

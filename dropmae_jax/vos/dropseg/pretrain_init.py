@@ -13,40 +13,15 @@ The source may be our pre-training params, a released-layout state dict, a DropM
 """
 from __future__ import annotations
 
-import os
 
 import jax
 import numpy as np
 
+from dropmae_jax.convert import io
 from dropmae_jax.convert import layout
 from dropmae_jax.convert.layout import LayoutError
 from dropmae_jax.vos.dropseg import layout as seg_layout
 from dropmae_jax.vos.dropseg import model as model_lib
-
-
-def _flat_state_from_source(source, pretrain_grid: int | None) -> tuple[dict[str, np.ndarray], str]:
-  """A DropMAE source -> (released-layout flat state dict, description)."""
-  from dropmae_jax.convert import io
-  if isinstance(source, (str, os.PathLike)):
-    path = os.fspath(source)
-    if os.path.isdir(path):
-      params, config = io.load_params(path)
-      grid = pretrain_grid or config.model.img_size // int(config.model.variant.split("/")[1])
-      return layout.params_to_state_dict(params, grid=grid), path
-    return io.read_torch_state_dict(path), path
-  if not isinstance(source, dict):
-    raise TypeError(f"init_from_pretrain: expected a params tree, a state dict or a path; got "
-                    f"{type(source).__name__}")
-  if source and not any(isinstance(v, dict) for v in source.values()):   # a flat state dict
-    return {k: np.asarray(v) for k, v in source.items()}, "state dict"
-  if "patch_embed" in source:
-    if pretrain_grid is None:
-      raise ValueError("init_from_pretrain: a params tree has no position table; pass "
-                       "pretrain_grid (= pre-training img_size // patch)")
-    return layout.params_to_state_dict(source, grid=pretrain_grid), "params tree"
-  raise ValueError("init_from_pretrain: source is neither our pre-training params (no "
-                   "'patch_embed') nor a DropMAE state dict (no 'patch_embed.proj.weight'); "
-                   f"its keys start {sorted(source)[:8]}")
 
 
 def init_from_pretrain(variables: dict, source, *, pretrain_grid: int | None = None
@@ -64,7 +39,7 @@ def init_from_pretrain(variables: dict, source, *, pretrain_grid: int | None = N
   Raises LayoutError (one line) for a tracker or segmenter checkpoint, or a shape that does not
   fit (as torch's load_state_dict does even with strict=False).
   """
-  state, what = _flat_state_from_source(source, pretrain_grid)
+  state, what = io.pretrain_state_dict(source, pretrain_grid)
   where = what if what not in ("state dict", "params tree") else f"the {what}"
   looks = seg_layout.describe_checkpoint(state)
   if all(k in state for k in seg_layout.SIGNATURE):
