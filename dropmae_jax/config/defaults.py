@@ -234,11 +234,11 @@ def dropseg_defaults() -> ml_collections.ConfigDict:
   Names follow jimmy-dq/DropSeg: `model/models_vit.py` (`vit_base_patch16(num_classes=1000,
   drop_path_rate, global_pool=True, single_object=False, img_size)`, `fpn1`, `fpn2`),
   `model/network.py` (`Decoder`) and `util/hyper_para.py` (the command-line flags);
-  docs/segmentation.md lists the values. Fine-tuning is not implemented yet: only the model,
-  its weights both ways and one-shot inference use this config.
+  docs/segmentation.md lists the values. The training data fields (`c.data`) come from
+  `dropseg_data_defaults()`.
   """
   c = ml_collections.ConfigDict()
-  c.task = "dropseg"                  # the DropSeg task (no trainer yet: main.py does not run it)
+  c.task = "dropseg"                  # what main.py runs: DropSeg fine-tuning (vos/task.py)
   c.seed = 14159265                   # released torch / np / random seed (train_dropseg.py); seeds init here
   c.init_from = ""                    # --pretrained_net_path: DropMAE weights to start from (.pth, imported DIR or pre-training WORKDIR; '' = random init)
 
@@ -255,4 +255,74 @@ def dropseg_defaults() -> ml_collections.ConfigDict:
   c.model.decoder_channels = 256      # Decoder.up_16_8 = UpsampleBlock(512, 512, 256), up_8_4 = UpsampleBlock(256, 256, 256)
   c.model.drop_path_rate = 0.1        # --droppath_rate: stochastic depth, linear over blocks (evaluation builds the model with 0.0)
   c.model.dtype = "float32"           # compute dtype; params stay float32 (released: training under AMP, evaluation float32 unless --amp)
+
+  # --- training data (dataset/vos_dataset.py; dropseg_data_defaults) ---
+  c.data = dropseg_data_defaults()
+
+  # --- optimisation (util/hyper_para.py stage 3, model/model.py) ---
+  c.batch_size = 32                   # --batch_size 4 per GPU x 8 GPUs: global pairs per optimizer step
+  c.accum_steps = 1                   # gradient accumulation micro-steps per optimizer step (not in the released code)
+  c.lr = 2e-5                         # --lr (stage 3): Adam
+  c.weight_decay = 1e-7               # --weight_decay: Adam's L2 term (added to the gradient, not decoupled)
+  c.adam_b1 = 0.9                     # torch.optim.Adam betas[0] (default)
+  c.adam_b2 = 0.999                   # torch.optim.Adam betas[1] (default)
+  c.adam_eps = 1e-8                   # torch.optim.Adam eps (default)
+  c.lr_steps = (125000,)              # --steps: MultiStepLR milestones (iterations)
+  c.lr_gamma = 0.1                    # --gamma: MultiStepLR factor at each milestone
+  c.total_steps = 210000              # --iterations: optimizer steps of the whole run
+  c.steps_per_epoch = -1              # < 0: the videos of one pass over data (DAVIS x repeat + YouTube-VOS) // batch_size; a schedule unit only
+  c.epochs = 1                        # unused when total_steps > 0
+  c.grad_clip_norm = 0.0              # no gradient clipping in the released code (> 0: clip the global norm)
+  c.loss = ml_collections.ConfigDict()
+  c.loss.start_warm = 20000           # BootstrappedCE start_warm: plain mean CE before this iteration
+  c.loss.end_warm = 70000             # BootstrappedCE end_warm: top-p falls linearly from 1 to top_p by here
+  c.loss.top_p = 0.15                 # BootstrappedCE top_p: fraction of hardest pixels kept after the warm-up
+
+  # --- validation (J&F of one-shot segmentation on data.val_root) ---
+  c.val_every = 10000                 # steps between validation J&F passes (<= 0 = never; the end of the run always)
+  c.val_sequences = -1                # J&F on the first N val sequences (< 0 = all, 0 = none)
+
+  # --- parallelism ---
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                    # data-parallel axis size (-1 = all remaining devices)
+  c.mesh.fsdp = 1                     # parameter-sharding axis size
+
+  # --- bookkeeping ---
+  c.log_every = 100                   # steps between metrics.jsonl / TensorBoard rows (>= 1; released: report_interval 100)
+  c.ckpt_every = 10000                # steps between checkpoints (released: save_model_interval 10000; <= 0 = only at the end)
+  c.keep_ckpts = 3                    # checkpoints kept on disk (>= 1)
+  c.restore_step = -1                 # resume from this checkpoint step (-1 = the newest undamaged; newer ones are moved aside)
+  c.figure_every = 10000              # steps between frame / ground truth / prediction figures (<= 0 = never)
+  c.max_steps = -1                    # stop after this many steps this run (testing; < 0 = run to the end)
   return c
+
+
+def dropseg_data_defaults() -> ml_collections.ConfigDict:
+  """DropSeg fine-tuning data (`config.data`): jimmy-dq/DropSeg `train_dropseg.py` stage 3 and
+  `dataset/vos_dataset.py` (`VOSDataset`), read by dropmae_jax/vos/inputs/.
+
+  Frame pairs from DAVIS-2017 train (repeated) and YouTube-VOS 2019 train_480p, augmented as
+  STCN does; the frame side is config.model.img_size.
+  """
+  d = ml_collections.ConfigDict()
+  d.davis_root = ""                   # DAVIS-2017 trainval (JPEGImages/480p, Annotations/480p); 'synthetic' = WORKDIR/vos_synthetic; '' = none
+  d.davis_subset = "train"            # ImageSets/2017/<subset>.txt (released: util/davis_subset.txt, the 60 train videos)
+  d.davis_repeat = 5                  # ConcatDataset([davis] * 5 + [youtube])
+  d.davis_max_jump = 25               # VOSDataset max_jump for DAVIS (every frame kept)
+  d.youtube_root = ""                 # YouTube-VOS 2019 train_480p (JPEGImages/, Annotations/); '' = none
+  d.youtube_max_jump = 5              # 25 // 5: train_480p keeps every 5th frame
+  d.max_redraws = 5                   # VOSDataset: pairs re-drawn while the memory frame holds no object (then the last draw is kept)
+  d.reverse_prob = 0.5                # time order of the pair reversed with this probability
+  d.min_videos_frames = 2             # videos shorter than this are left out (a pair needs two frames)
+  d.num_workers = 8                   # grain worker processes per host (0 = in-process); batches do not depend on it
+  d.prefetch = 2                      # batches buffered per worker
+  d.read_threads = 1                  # threads per worker, each building whole batches
+  d.val_root = ""                     # DAVIS-layout folder scored during training; 'synthetic' = WORKDIR/vos_synthetic; '' = none
+  d.val_subset = "val"                # its ImageSets/2017/<subset>.txt
+  d.synthetic = ml_collections.ConfigDict()   # the set made for 'synthetic' roots (python -m dropmae_jax.vos.synthetic)
+  d.synthetic.train = 8               # train sequences
+  d.synthetic.val = 4                 # val sequences
+  d.synthetic.frames = 24             # frames per sequence
+  d.synthetic.size = (160, 120)       # frame width, height
+  d.synthetic.seed = 0                # rendering seed
+  return d

@@ -144,3 +144,27 @@ class OneShotSegmenter:
                             out_size=out_size)
     lookup = np.concatenate([[0], ids]).astype(first_mask.dtype)
     return Segmentation(lookup[np.asarray(index)], np.asarray(prob), ids)
+
+
+def segment_sequence(segmenter: OneShotSegmenter, frames: np.ndarray, first_ids: np.ndarray,
+                     out_size: tuple[int, int] | None = None) -> np.ndarray:
+  """A whole sequence, one-shot from frame 0: uint8 (T, h, w) object ids.
+
+  Args:
+    segmenter: the model and its variables.
+    frames: uint8 (T, H, W, 3) RGB, T >= 1.
+    first_ids: (H, W) frame 0's object ids (0 = background); frame 0's result is this mask
+      (resized nearest when out_size differs), as the released scripts write it.
+    out_size: (h, w) of the results (default (H, W)).
+  """
+  frames = np.asarray(frames)
+  first_ids = np.asarray(first_ids)
+  h, w = first_ids.shape
+  out_size = (h, w) if out_size is None else tuple(int(s) for s in out_size)
+  result = np.zeros((len(frames),) + out_size, np.uint8)
+  rows = (np.arange(out_size[0]) * h // out_size[0])[:, None]
+  cols = (np.arange(out_size[1]) * w // out_size[1])[None, :]
+  result[0] = first_ids[rows, cols]
+  for t in range(1, len(frames)):
+    result[t] = segmenter.segment(frames[0], first_ids, frames[t], out_size).labels
+  return result
