@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import queue
 import sys
-import threading
 import time
 
 import numpy as np
+
+from dropmae_jax.data import video_files
 
 RANDOM_PREFIX = "random:"
 BOX_COLOUR = (0, 255, 0)   # green, as the released demo draws it
@@ -39,8 +39,8 @@ VIDEO_EXAMPLE = """example:
 """
 
 
-class VideoInputError(ValueError):
-  """A mistake in the video command's input, reported in one line."""
+# A mistake in the video command's input, reported in one line (the reader's errors are these).
+VideoInputError = video_files.VideoFileError
 
 
 def add_video_parser(subparsers) -> argparse.ArgumentParser:
@@ -101,7 +101,7 @@ def _show(box) -> str:
   return ",".join(f"{v:g}" for v in box)
 
 
-_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
+_CONTAINERS = video_files.CONTAINERS
 
 
 def _check_outputs(args) -> tuple[str, str]:
@@ -152,92 +152,6 @@ def load_weights(weights: str, config_spec: str | None, overrides) -> tuple:
 # --------------------------------------------------------------------------- video in and out
 
 
-class _Reader:
-  """Decodes the video's frames (RGB uint8) on a thread, a few frames ahead of the tracker."""
-
-  def __init__(self, path: str, max_frames: int):
-    import av
-    from dropmae_jax.data import av_compat
-    self._av = av
-    try:
-      self.container = av_compat.open_input(path)
-    except (av.FFmpegError, OSError, ValueError) as e:
-      raise VideoInputError(f"--video {path}: cannot open ({_first_line(e)})") from e
-    if not self.container.streams.video:
-      self.container.close()
-      raise VideoInputError(f"--video {path}: no video stream")
-    self.path = path
-    self.stream = self.container.streams.video[0]
-    self.stream.thread_type = "AUTO"
-    self.rate = av_compat.frame_rate(self.stream)
-    count = max(int(self.stream.frames or 0), 0)
-    self.count = min(count, max_frames) if max_frames > 0 else count
-    self.max_frames = max_frames
-    self._queue: queue.Queue = queue.Queue(maxsize=8)
-    self._stop = threading.Event()
-    self._thread = None
-    self._frames = self._decode()
-    try:
-      self.first = self._next()
-    except VideoInputError:
-      self.close()
-      raise
-    if self.first is None:
-      self.close()
-      raise VideoInputError(f"--video {path}: no frame decodes")
-
-  def _decode(self):
-    produced = 0
-    try:
-      for frame in self.container.decode(self.stream):
-        yield frame.to_ndarray(format="rgb24")
-        produced += 1
-        if self.max_frames and produced >= self.max_frames:
-          return
-    except (self._av.FFmpegError, OSError, ValueError, EOFError) as e:
-      raise VideoInputError(f"--video {self.path}: decoding failed after {produced} frames "
-                            f"({_first_line(e)})") from e
-
-  def _next(self):
-    return next(self._frames, None)
-
-  def _fill(self):
-    try:
-      for frame in self._frames:
-        if self._stop.is_set():
-          return
-        self._queue.put(frame)
-      self._queue.put(None)
-    except BaseException as e:  # handed to the consumer
-      self._queue.put(e)
-
-  def rest(self):
-    """The frames after the first, in order."""
-    self._thread = threading.Thread(target=self._fill, daemon=True, name="video-decode")
-    self._thread.start()
-    while True:
-      item = self._queue.get()
-      if item is None:
-        return
-      if isinstance(item, BaseException):
-        raise item
-      yield item
-
-  def close(self):
-    """Stops the decoding thread (if any) before the container is closed under it."""
-    self._stop.set()
-    while self._thread is not None and self._thread.is_alive():
-      try:
-        self._queue.get(timeout=0.1)
-      except queue.Empty:
-        pass
-    self.container.close()
-
-
-def _first_line(e: BaseException) -> str:
-  return " ".join(str(e).split())[:200] or type(e).__name__
-
-
 def draw_box(frame: np.ndarray, box, colour=BOX_COLOUR, thickness: int | None = None) -> np.ndarray:
   """A copy of `frame` (H, W, 3) with the box's outline drawn (the part inside the frame)."""
   out = frame.copy()
@@ -260,67 +174,6 @@ def draw_box(frame: np.ndarray, box, colour=BOX_COLOUR, thickness: int | None = 
   return out
 
 
-class _Writer:
-  """Encodes frames (box drawn) with H.264 into `path` on a thread."""
-
-  def __init__(self, path: str, fmt: str, width: int, height: int, rate):
-    import av
-    self.path = path
-    self.container = av.open(path, mode="w", format=fmt)
-    self.stream = self.container.add_stream("libx264", rate=rate)
-    # yuv420p wants even sizes: an odd last row / column is repeated.
-    self.width, self.height = width + width % 2, height + height % 2
-    self.stream.width, self.stream.height, self.stream.pix_fmt = self.width, self.height, "yuv420p"
-    self.stream.options = {"preset": "veryfast", "crf": "20"}
-    self._av = av
-    self._queue: queue.Queue = queue.Queue(maxsize=8)
-    self.error: BaseException | None = None
-    self._thread = threading.Thread(target=self._run, daemon=True, name="video-encode")
-    self._thread.start()
-
-  def put(self, frame: np.ndarray, box) -> None:
-    if self.error is not None:
-      raise self.error
-    self._queue.put((frame, box))
-
-  def _run(self):
-    try:
-      while True:
-        item = self._queue.get()
-        if item is None:
-          break
-        frame, box = item
-        image = draw_box(frame, box)
-        if image.shape[:2] != (self.height, self.width):
-          image = np.pad(image, ((0, self.height - image.shape[0]),
-                                 (0, self.width - image.shape[1]), (0, 0)), mode="edge")
-        video_frame = self._av.VideoFrame.from_ndarray(image, format="rgb24")
-        for packet in self.stream.encode(video_frame):
-          self.container.mux(packet)
-      for packet in self.stream.encode():
-        self.container.mux(packet)
-    except BaseException as e:  # reported by put / finish
-      self.error = e
-      while self._queue.get() is not None:   # let the producer finish
-        pass
-
-  def finish(self) -> None:
-    self._queue.put(None)
-    self._thread.join()
-    self.container.close()
-    if self.error is not None:
-      raise self.error
-
-  def abandon(self) -> None:
-    if self._thread.is_alive():
-      self._queue.put(None)
-      self._thread.join()
-    try:
-      self.container.close()
-    except Exception:  # pylint: disable=broad-except
-      pass
-
-
 # --------------------------------------------------------------------------- the command
 
 
@@ -335,7 +188,7 @@ def video_command(args) -> int:
   out_path, boxes_path = _check_outputs(args)
   if not os.path.isfile(args.video):
     raise VideoInputError(f"--video {args.video}: no such file")
-  reader = _Reader(args.video, args.max_frames)
+  reader = video_files.FrameReader(args.video, args.max_frames)
   height, width = reader.first.shape[:2]
   written = []
   writer = None
@@ -355,7 +208,8 @@ def video_command(args) -> int:
     stem, ext = os.path.splitext(out_path)
     partial = f"{stem}.partial-{os.getpid()}{ext}"
     written.append(partial)
-    writer = _Writer(partial, _CONTAINERS[ext.lower()], width, height, reader.rate or 25)
+    writer = video_files.FrameWriter(partial, _CONTAINERS[ext.lower()], width, height,
+                                     reader.rate or 25, draw_box)
     boxes = [np.asarray(box, np.float64)]
     start = time.perf_counter()
     tracker.initialize(reader.first, box)
