@@ -1,9 +1,10 @@
 """Train: python -m dropmae_jax.main --config=k700 --workdir=DIR [--config.X=...]
 
---config is an installed config (e.g. k700, k400, demo, droptrack_got10k, droptrack_demo; listed
-below) or a path to a .py file defining get_config(). Its `task` field picks what runs:
-'pretrain' (DropMAE pre-training) or 'droptrack' (fine-tuning the DropTrack tracker, e.g. with
---config.init_from=PRETRAIN_WORKDIR). Running the same command again in the same workdir resumes
+--config is an installed config (e.g. k700, k400, demo, droptrack_got10k, droptrack_demo,
+dropseg_davis_ytvos, dropseg_demo; listed below) or a path to a .py file defining get_config().
+Its `task` field picks what runs: 'pretrain' (DropMAE pre-training), 'droptrack' (fine-tuning the
+DropTrack tracker) or 'dropseg' (fine-tuning the DropSeg segmenter), the last two e.g. with
+--config.init_from=PRETRAIN_WORKDIR. Running the same command again in the same workdir resumes
 from its last checkpoint.
 Multi-host: launched once per process (see launch/); `jax.distributed.initialize()` runs first
 when the environment describes several processes (or with --jax_distributed).
@@ -29,7 +30,11 @@ flags.mark_flags_as_required(["workdir"])
 
 
 # config.task -> the configlib function whose comments document its fields (for --help).
-TASK_DEFAULTS = {"pretrain": "pretrain_defaults", "droptrack": "droptrack_defaults"}
+TASK_DEFAULTS = {"pretrain": "pretrain_defaults", "droptrack": "droptrack_defaults",
+                 "dropseg": "dropseg_defaults"}
+# The task defaults whose data fields live in a function of their own (c.data = ...()).
+DATA_DEFAULTS = {"droptrack_defaults": "droptrack_data_defaults",
+                 "dropseg_defaults": "dropseg_data_defaults"}
 
 
 def _check_task(config) -> None:
@@ -53,10 +58,10 @@ class _TaskCLI(cli_config.ConfigCLI):
 
   def field_docs(self) -> dict[str, str]:
     docs = super().field_docs()
-    if self.defaults_function == "droptrack_defaults":
-      # The tracking data fields are documented in their own function (c.data = ...()).
+    if self.defaults_function in DATA_DEFAULTS:
+      # The fine-tuning data fields are documented in their own function (c.data = ...()).
       data = config_fields.parse_field_docs(config_fields.defaults_source(),
-                                            "droptrack_data_defaults", variable="d")
+                                            DATA_DEFAULTS[self.defaults_function], variable="d")
       docs.update({f"data.{k}": v for k, v in data.items()})
     return docs
 

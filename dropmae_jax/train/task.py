@@ -7,6 +7,7 @@ TensorBoard, progress bar, closing summary). `config.task` picks one:
 
   'pretrain'   pretrain/task.py   DropMAE (masked two-frame reconstruction with ASAD)
   'droptrack'  track/task.py      DropTrack / OSTrack-CE fine-tuning on tracking pairs
+  'dropseg'    vos/task.py        DropSeg fine-tuning on video object segmentation pairs
 
 Tasks are found by module name and imported only when chosen, so `train/` imports no task.
 """
@@ -101,6 +102,7 @@ class Task(abc.ABC):
 TASKS = {
     "pretrain": "dropmae_jax.pretrain.task:PretrainTask",
     "droptrack": "dropmae_jax.track.task:DropTrackTask",
+    "dropseg": "dropmae_jax.vos.task:DropSegTask",
 }
 
 
