@@ -12,13 +12,22 @@ first frame and its ground-truth masks are the only memory (no memory update). F
   4. Unpad, resize bilinearly (align_corners=False) to the output size, argmax over
      {background, objects}.
 
-Frame 0's own output is its given mask. Reading DAVIS / YouTube-VOS, writing palette PNGs and the
-`vos segment` command are not here yet (docs/segmentation.md).
+Frame 0's own output is its given mask. Over a sequence (`segment_sequence`, `segment_video`)
+every object of every frame in a fixed chunk of query frames is one row of one device call (the
+last chunk padded with copies of its last frame, so one program serves a sequence), and the next
+chunk's frames are decoded while the device works on the current one. Each row carries its own
+memory frame and mask, so objects that first appear after frame 0 (YouTube-VOS) take that frame
+and its annotation as their memory; before it they are absent (zeroed before the aggregation),
+and on it the given annotation is written. Reading the datasets and writing results:
+`vos/dropseg/segment.py`.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Iterator, Mapping, Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,34 +97,79 @@ class Segmentation:
   ids: np.ndarray
 
 
-class OneShotSegmenter:
-  """Segments frames of a sequence from its first frame and first mask (module docstring).
+def _segment_rows(model, variables, memory_frames, object_memory, masks, queries, present, *,
+                  pads, out_size):
+  """memory_frames uint8 (M, H, W, 3); object_memory int32 (K,) each object's memory frame;
+  masks float32 (K, H, W); queries uint8 (C, H, W, 3); present float32 (C, K).
+  Returns (argmax int32 (C, h, w), probabilities float32 (C, K + 1, h, w))."""
+  c, k = present.shape
+  top, bottom, left, right = pads
+  spatial = ((top, bottom), (left, right))
+  memory = jnp.pad(normalize(memory_frames), ((0, 0),) + spatial + ((0, 0),))[object_memory]
+  masks = jnp.pad(masks, ((0, 0),) + spatial)
+  query = jnp.pad(normalize(queries), ((0, 0),) + spatial + ((0, 0),))
+  hp, wp = masks.shape[1:]
+  # rows c·K + k: query frame c with object k's memory (the model's object axis is 1 here)
+  logits = model.apply(variables, jnp.tile(memory, (c, 1, 1, 1)),
+                       jnp.tile(masks, (c, 1, 1))[:, None], jnp.repeat(query, k, axis=0))
+  logits = logits.reshape(c, k, hp, wp)
+  prob = jax.nn.softmax(model_lib.soft_aggregate(jax.nn.sigmoid(logits), axis=1,
+                                                 selector=present[:, :, None, None]), axis=1)
+  prob = unpad(prob, pads, axes=(2, 3))
+  prob = jax.vmap(lambda p: resize_bilinear(p, out_size))(prob)
+  return jnp.argmax(prob, axis=1), prob
 
-    segmenter = OneShotSegmenter(model, variables)
+
+@functools.lru_cache(maxsize=16)
+def _program(model: model_lib.DropSeg):
+  """(the jitted `_segment_rows` of `model`, its trace counter), shared by every segmenter of an
+  equal model (a command building several segmenters compiles once per shape)."""
+  counter = {"traces": 0}
+
+  def run(variables, *arrays, pads, out_size):
+    counter["traces"] += 1
+    return _segment_rows(model, variables, *arrays, pads=pads, out_size=out_size)
+
+  return jax.jit(run, static_argnames=("pads", "out_size")), counter
+
+
+class OneShotSegmenter:
+  """Segments query frames from memory frames and their object masks (module docstring).
+
+    segmenter = OneShotSegmenter(model, variables, chunk=4)
     result = segmenter.segment(frame0, mask0, frame_t)   # uint8 (H, W, 3), ids (H, W), uint8
 
-  One compiled program per (frame size, number of objects, output size); `traces` counts the
-  compilations (tests check that the K objects share one call).
+  Every (query frame, object) pair is one row of the model's batch, with its own memory frame and
+  mask; the K objects of a frame are aggregated together. One compiled program per (frame size,
+  memory frames, objects, query frames per call, output size); `traces` counts the compilations.
+  `chunk` is how many query frames `segment_video` puts in one call.
   """
 
-  def __init__(self, model: model_lib.DropSeg, variables: dict):
+  def __init__(self, model: model_lib.DropSeg, variables: dict, chunk: int = 1):
+    if chunk < 1:
+      raise ValueError(f"chunk must be >= 1 query frames per call, got {chunk}")
     self.model = model
+    self.chunk = int(chunk)
     self.variables = jax.device_put(
         {c: variables[c] for c in ("params", model_lib.FROZEN)})
-    self.traces = 0
-    self._run = jax.jit(self._segment, static_argnames=("pads", "out_size"))
+    self._run, self._counter = _program(model)
 
-  def _segment(self, variables, first_frame, masks, frame, *, pads, out_size):
-    self.traces += 1
-    top, bottom, left, right = pads
-    spatial = ((top, bottom), (left, right))
-    first = jnp.pad(normalize(first_frame), spatial + ((0, 0),))
-    query = jnp.pad(normalize(frame), spatial + ((0, 0),))
-    masks = jnp.pad(masks, ((0, 0),) + spatial)
-    logits = self.model.apply(variables, first[None], masks[None], query[None])[0]   # (K, Hp, Wp)
-    prob = model_lib.aggregate_probabilities(logits, axis=0)                           # (K+1, ..)
-    prob = resize_bilinear(unpad(prob, pads, axes=(1, 2)), out_size)
-    return jnp.argmax(prob, axis=0), prob
+  @property
+  def traces(self) -> int:
+    """Compilations of this model's program so far (shared by segmenters of equal models)."""
+    return self._counter["traces"]
+
+  def dispatch(self, memory_frames: np.ndarray, object_memory: np.ndarray, masks: np.ndarray,
+               queries: np.ndarray, present: np.ndarray, out_size: tuple[int, int]):
+    """Starts one device call (asynchronously; see `_segment_rows` for the shapes); returns the
+    device arrays (argmax, probabilities)."""
+    h, w = masks.shape[1:]
+    chex.assert_shape([memory_frames, queries], (None, h, w, 3))
+    chex.assert_shape(present, (queries.shape[0], masks.shape[0]))
+    pads = pad_amounts(h, w, self.model.patch_size)
+    return self._run(self.variables, memory_frames, np.asarray(object_memory, np.int32),
+                     np.asarray(masks, np.float32), queries, np.asarray(present, np.float32),
+                     pads=pads, out_size=tuple(int(s) for s in out_size))
 
   def segment(self, first_frame: np.ndarray, first_mask: np.ndarray, frame: np.ndarray,
               out_size: tuple[int, int] | None = None) -> Segmentation:
@@ -138,12 +192,98 @@ class OneShotSegmenter:
     if ids.size == 0:   # nothing to carry: all background, no device call
       return Segmentation(np.zeros(out_size, first_mask.dtype),
                           np.ones((1,) + out_size, np.float32), ids)
-    masks = (first_mask[None] == ids[:, None, None]).astype(np.float32)       # (K, H, W)
-    pads = pad_amounts(h, w, self.model.patch_size)
-    index, prob = self._run(self.variables, first_frame, masks, frame, pads=pads,
-                            out_size=out_size)
+    masks = first_mask[None] == ids[:, None, None]                            # (K, H, W)
+    index, prob = self.dispatch(first_frame[None], np.zeros(len(ids)), masks, frame[None],
+                                np.ones((1, len(ids))), out_size)
     lookup = np.concatenate([[0], ids]).astype(first_mask.dtype)
-    return Segmentation(lookup[np.asarray(index)], np.asarray(prob), ids)
+    return Segmentation(lookup[np.asarray(index)[0]], np.asarray(prob)[0], ids)
+
+
+def resize_nearest(ids: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+  """(H, W) -> (h, w) taking source pixel floor(i·H/h) (the identity when the sizes agree)."""
+  h, w = ids.shape
+  rows = (np.arange(out_size[0]) * h // out_size[0])[:, None]
+  cols = (np.arange(out_size[1]) * w // out_size[1])[None, :]
+  return ids[rows, cols]
+
+
+def _object_starts(annotations: Mapping[int, np.ndarray]) -> dict[int, int]:
+  """{object id: the first annotated frame holding it}."""
+  starts: dict[int, int] = {}
+  for t in sorted(annotations):
+    for i in np.unique(annotations[t]):
+      if i and int(i) not in starts:
+        starts[int(i)] = t
+  return starts
+
+
+def segment_video(segmenter: OneShotSegmenter, frames: Sequence[np.ndarray],
+                  annotations: Mapping[int, np.ndarray], out_size: tuple[int, int] | None = None,
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+  """Yields (t, uint8 (h, w) object ids) for t = 0 .. T-1, in order.
+
+  Args:
+    segmenter: the model, its variables and `chunk` (query frames per device call).
+    frames: T frames, uint8 RGB (H, W, 3) each; indexed lazily (a reader may decode on access:
+      a chunk's frames are read while the device runs the previous chunk).
+    annotations: {t: (H, W) ids} the given masks (DAVIS: {0: frame 0's}). Each object's memory is
+      the first annotated frame holding it and its mask there; it is absent before that frame
+      and its annotation is written on it (over the other objects' prediction).
+    out_size: (h, w) of the results (default (H, W)); annotations are resized nearest.
+  """
+  t_total = len(frames)
+  first_t = min(annotations)
+  h, w = np.asarray(annotations[first_t]).shape
+  out_size = (h, w) if out_size is None else tuple(int(s) for s in out_size)
+  starts = _object_starts(annotations)
+  ids = np.array(sorted(starts), np.int64)
+  memory_ts = sorted(set(starts.values()))
+  memory_frames = np.stack([np.asarray(frames[t]) for t in memory_ts]) if ids.size else None
+  object_memory = np.array([memory_ts.index(starts[i]) for i in ids], np.int32)
+  masks = np.stack([np.asarray(annotations[starts[i]]) == i for i in ids]) if ids.size else None
+  begin = np.array([starts[i] for i in ids])
+  lookup = np.concatenate([[0], ids]).astype(np.uint8)
+  todo = [t for t in range(t_total) if ids.size and t > begin.min()]
+  chunk = segmenter.chunk
+
+  def read(t: int) -> np.ndarray:
+    frame = np.asarray(frames[t])
+    if frame.shape != (h, w, 3):
+      raise ValueError(f"frame {t} is {frame.shape}, expected ({h}, {w}, 3) as the annotations")
+    return frame
+
+  def finish(t: int, predicted: np.ndarray | None) -> np.ndarray:
+    labels = np.zeros(out_size, np.uint8) if predicted is None else predicted
+    if t in annotations:
+      given = resize_nearest(np.asarray(annotations[t]), out_size)
+      for i in ids[begin == t]:
+        labels[given == i] = i
+    return labels
+
+  done: dict[int, np.ndarray] = {}
+  next_t = 0
+
+  def ready() -> Iterator[tuple[int, np.ndarray]]:
+    nonlocal next_t
+    while next_t < t_total and (next_t in done or next_t not in todo_set):
+      yield next_t, finish(next_t, done.pop(next_t, None))
+      next_t += 1
+
+  todo_set = set(todo)
+  pending = None
+  for i in range(0, len(todo), chunk):
+    part = todo[i:i + chunk]
+    padded = part + [part[-1]] * (chunk - len(part))   # one program for every chunk
+    queries = np.stack([read(t) for t in padded])      # decoded while the device works
+    present = begin[None, :] < np.array(padded)[:, None]
+    handle = segmenter.dispatch(memory_frames, object_memory, masks, queries, present, out_size)
+    if pending is not None:
+      done.update(zip(pending[0], lookup[np.asarray(pending[1][0])]))
+      yield from ready()
+    pending = (part, handle)
+  if pending is not None:
+    done.update(zip(pending[0], lookup[np.asarray(pending[1][0])]))
+  yield from ready()
 
 
 def segment_sequence(segmenter: OneShotSegmenter, frames: np.ndarray, first_ids: np.ndarray,
@@ -151,20 +291,12 @@ def segment_sequence(segmenter: OneShotSegmenter, frames: np.ndarray, first_ids:
   """A whole sequence, one-shot from frame 0: uint8 (T, h, w) object ids.
 
   Args:
-    segmenter: the model and its variables.
+    segmenter: the model and its variables (and `chunk`, query frames per device call).
     frames: uint8 (T, H, W, 3) RGB, T >= 1.
     first_ids: (H, W) frame 0's object ids (0 = background); frame 0's result is this mask
       (resized nearest when out_size differs), as the released scripts write it.
     out_size: (h, w) of the results (default (H, W)).
   """
   frames = np.asarray(frames)
-  first_ids = np.asarray(first_ids)
-  h, w = first_ids.shape
-  out_size = (h, w) if out_size is None else tuple(int(s) for s in out_size)
-  result = np.zeros((len(frames),) + out_size, np.uint8)
-  rows = (np.arange(out_size[0]) * h // out_size[0])[:, None]
-  cols = (np.arange(out_size[1]) * w // out_size[1])[None, :]
-  result[0] = first_ids[rows, cols]
-  for t in range(1, len(frames)):
-    result[t] = segmenter.segment(frames[0], first_ids, frames[t], out_size).labels
-  return result
+  return np.stack([labels for _, labels in
+                   segment_video(segmenter, frames, {0: np.asarray(first_ids)}, out_size)])
