@@ -229,3 +229,105 @@ def test_accumulated_step_equals_full_batch(tiny_step):
   _, m2 = jax.jit(two)(state, batch, key)
   np.testing.assert_allclose(float(m2["loss"]), float(m1["loss"]), rtol=1e-5)
   np.testing.assert_allclose(float(m2["grad_norm"]), float(m1["grad_norm"]), rtol=1e-4)
+
+
+# ------------------------------------------------------------------ through the one trainer
+
+
+def run_config(davis_root: str):
+  """The tiny model at 64 px on 2 synthetic train videos (16 frames, 96x64), batch 8, 4 steps:
+  plain CE at it 0, the warm-up at 1..3 (top_p 1 -> 0.15 at it 3), lr x0.1 from update 2."""
+  c = tiny_model_config()
+  c.model.img_size = 64
+  c.model.pretrain_img_size = 64
+  c.data.davis_root = davis_root
+  c.data.val_root = davis_root
+  c.data.synthetic.train, c.data.synthetic.val = 2, 1
+  c.data.synthetic.frames, c.data.synthetic.size = 16, (96, 64)
+  c.data.num_workers = 0
+  c.batch_size, c.total_steps, c.lr = 8, 4, 1e-3   # 8: one pair on each of the 8 test devices
+  c.loss.start_warm, c.loss.end_warm = 1, 3
+  c.lr_steps = (2,)
+  c.val_every, c.val_sequences = 0, 1
+  c.log_every, c.ckpt_every, c.figure_every = 1, 2, 4
+  return c
+
+
+def read_rows(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """One uninterrupted run on data.davis_root = val_root = 'synthetic' (the set is made in its
+  workdir; the resumed runs below read that folder by path)."""
+  from dropmae_jax.train import loop
+  workdir = str(tmp_path_factory.mktemp("dropseg") / "straight")
+  config = run_config("synthetic")
+  loop.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+def test_kill_and_resume_reproduces_metrics(finished_run, tmp_path):
+  from dropmae_jax.train import loop
+  from dropmae_jax.vos.inputs import pipeline
+  _, straight = finished_run
+  root = os.path.join(straight, pipeline.SYNTHETIC_DIR)
+  first = run_config(root)
+  first.max_steps = 3
+  first.val_sequences = 0
+  resumed = str(tmp_path / "resumed")
+  loop.train_and_evaluate(first, resumed)           # "killed" after step 3 (saved at 2 and 3)
+  second = run_config(root)
+  second.val_sequences = 0
+  loop.train_and_evaluate(second, resumed)
+  a = {r["step"]: r for r in read_rows(straight) if "loss" in r}
+  b = {r["step"]: r for r in read_rows(resumed) if "loss" in r}
+  assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+  for s in range(1, 5):
+    for k in ("loss", "iou", "sec_iou", "lr", "top_p", "grad_norm"):
+      np.testing.assert_allclose(b[s][k], a[s][k], rtol=1e-5, err_msg=f"step {s} {k}")
+    assert b[s]["skipped_samples"] == a[s]["skipped_samples"]
+  assert [a[s]["lr"] for s in range(1, 5)] == pytest.approx([1e-3] * 2 + [1e-4] * 2, rel=1e-6)
+  assert [a[s]["top_p"] for s in range(1, 5)] == pytest.approx([1, 1, .575, .15], rel=1e-6)
+  assert all(np.isfinite(a[s]["loss"]) for s in a)
+
+
+def test_validation_figure_and_segmenter_weights(finished_run):
+  """J&F at the end of the schedule, the figure, and the final weights as a segmenter folder:
+  'frozen' is still the fresh initialisation's, 'params' are not; it segments a frame."""
+  from dropmae_jax.vos.dropseg import inference
+  from dropmae_jax.vos.dropseg import weights
+  config, workdir = finished_run
+  val = [r for r in read_rows(workdir) if "val_jf" in r]
+  assert [r["step"] for r in val] == [4]
+  assert 0 <= val[0]["val_jf"] <= 1
+  assert val[0]["val_jf"] == pytest.approx((val[0]["val_j"] + val[0]["val_f"]) / 2)
+  assert os.path.isfile(os.path.join(workdir, "figures", "segmentation_00000004.png"))
+  variables, loaded_config = weights.load_segmenter(os.path.join(workdir, "segmenter_weights"))
+  model = model_lib.DropSeg.from_config(loaded_config)
+  fresh = model_lib.init_variables(model, config.seed)
+  jax.tree.map(np.testing.assert_array_equal, variables["frozen"], fresh["frozen"])
+  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), variables["params"],
+                         fresh["params"])
+  assert all(jax.tree.leaves(changed))
+  frame = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+  mask = np.zeros((64, 96), np.uint8)
+  mask[10:30, 20:50] = 1
+  result = inference.OneShotSegmenter(model, variables).segment(frame, mask, frame)
+  assert result.labels.shape == (64, 96)
+
+
+def test_main_help_lists_the_dropseg_fields():
+  """`python -m dropmae_jax.main --help --config=dropseg_demo` documents the task's fields,
+  the data ones included (they live in dropseg_data_defaults)."""
+  out = subprocess.run([sys.executable, "-m", "dropmae_jax.main", "--help",
+                        "--config=dropseg_demo"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+  assert out.returncode == 0, out.stderr[-500:]
+  for flag in ("--config.data.davis_root=", "--config.data.val_root=", "--config.loss.top_p=",
+               "--config.val_every=", "--config.init_from="):
+    line = next((ln for ln in out.stdout.splitlines() if flag in ln), "")
+    assert len(line.split(None, 1)) == 2, f"{flag} undocumented in --help"
