@@ -305,19 +305,21 @@ def dropseg_data_defaults() -> ml_collections.ConfigDict:
   STCN does; the frame side is config.model.img_size.
   """
   d = ml_collections.ConfigDict()
-  d.davis_root = ""                   # DAVIS-2017 trainval (JPEGImages/480p, Annotations/480p); 'synthetic' = WORKDIR/vos_synthetic; '' = none
+  d.davis_root = ""                   # DAVIS-2017 trainval (JPEGImages/480p, Annotations/480p); 'synthetic' = WORKDIR/vos_synthetic_dropseg; '' = none
   d.davis_subset = "train"            # ImageSets/2017/<subset>.txt (released: util/davis_subset.txt, the 60 train videos)
   d.davis_repeat = 5                  # ConcatDataset([davis] * 5 + [youtube])
   d.davis_max_jump = 25               # VOSDataset max_jump for DAVIS (every frame kept)
   d.youtube_root = ""                 # YouTube-VOS 2019 train_480p (JPEGImages/, Annotations/); '' = none
   d.youtube_max_jump = 5              # 25 // 5: train_480p keeps every 5th frame
-  d.max_redraws = 5                   # VOSDataset: pairs re-drawn while the memory frame holds no object (then the last draw is kept)
+  d.youtube_subset = ""               # file of video names to keep (released: util/yv_subset.txt, 3464 videos); '' = every video
+  d.max_redraws = 5                   # VOSDataset trials: pair draws per video while the memory frame holds no object (then the last draw is kept, no object)
+  d.max_retries = 100                 # unreadable videos (frame / mask / mask size) skipped in a row for one item before RuntimeError
   d.reverse_prob = 0.5                # time order of the pair reversed with this probability
   d.min_videos_frames = 2             # videos shorter than this are left out (a pair needs two frames)
   d.num_workers = 8                   # grain worker processes per host (0 = in-process); batches do not depend on it
   d.prefetch = 2                      # batches buffered per worker
   d.read_threads = 1                  # threads per worker, each building whole batches
-  d.val_root = ""                     # DAVIS-layout folder scored during training; 'synthetic' = WORKDIR/vos_synthetic; '' = none
+  d.val_root = ""                     # DAVIS-layout folder scored during training; 'synthetic' = WORKDIR/vos_synthetic_dropseg; '' = none
   d.val_subset = "val"                # its ImageSets/2017/<subset>.txt
   d.synthetic = ml_collections.ConfigDict()   # the set made for 'synthetic' roots (python -m dropmae_jax.vos.synthetic)
   d.synthetic.train = 8               # train sequences

@@ -1,0 +1,519 @@
+"""DropSeg fine-tuning input: STCN's augmentation, pair / object sampling, the grain pipeline.
+
+References: torchvision.transforms.functional on PIL images (pixels, for given parameters) and
+torchvision's own get_params (parameter ranges and distributions); hand-made fixture videos whose
+object ids are painted in known colours (labels checked against pixels).
+"""
+import logging
+import os
+
+import ml_collections
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from dropmae_jax.config import defaults as configlib
+from dropmae_jax.config.loading import ConfigError
+from dropmae_jax.vos import davis
+from dropmae_jax.vos.inputs import augment
+from dropmae_jax.vos.inputs import pairs
+from dropmae_jax.vos.inputs import pipeline
+from dropmae_jax.vos.inputs import videos as vos_videos
+
+COLOURS = {0: (40, 40, 40), 1: (230, 30, 30), 2: (30, 30, 230), 255: (40, 40, 40)}
+
+
+# ------------------------------------------------------------------------------------------
+# fixtures
+
+def ids_frame(t: int, h: int = 48, w: int = 64, objects=(1, 2)) -> np.ndarray:
+  ids = np.zeros((h, w), np.uint8)
+  x = 4 + (t % 6)
+  if 1 in objects:
+    ids[8:40, x:x + 22] = 1
+  if 2 in objects:
+    ids[10:38, x + 30:x + 52] = 2
+  return ids
+
+
+def paint(ids: np.ndarray) -> np.ndarray:
+  image = np.zeros(ids.shape + (3,), np.uint8)
+  for k, colour in COLOURS.items():
+    image[ids == k] = colour
+  return image
+
+
+def write_video(image_dir, mask_dir, masks, size_of_mask=None):
+  os.makedirs(image_dir, exist_ok=True)
+  os.makedirs(mask_dir, exist_ok=True)
+  for t, ids in enumerate(masks):
+    Image.fromarray(paint(ids)).save(os.path.join(image_dir, f"{t:05d}.jpg"), quality=95)
+    png = ids if size_of_mask is None else np.zeros(size_of_mask, np.uint8)
+    davis.write_palette_png(os.path.join(mask_dir, f"{t:05d}.png"), png)
+
+
+def write_davis_root(root, videos: dict, subset="train"):
+  os.makedirs(os.path.join(root, "ImageSets", "2017"), exist_ok=True)
+  with open(os.path.join(root, "ImageSets", "2017", f"{subset}.txt"), "w") as f:
+    f.writelines(n + "\n" for n in videos)
+  for name, masks in videos.items():
+    write_video(os.path.join(root, "JPEGImages", "480p", name),
+                os.path.join(root, "Annotations", "480p", name), masks)
+  return str(root)
+
+
+def write_youtube_root(root, videos: dict):
+  for name, masks in videos.items():
+    write_video(os.path.join(root, "JPEGImages", name), os.path.join(root, "Annotations", name),
+                masks)
+  return str(root)
+
+
+def data_config(davis_root="", youtube_root="", img_size=32, batch_size=4):
+  c = configlib.dropseg_defaults()
+  c.model.img_size = img_size
+  c.batch_size = batch_size
+  c.data.davis_root = davis_root
+  c.data.youtube_root = youtube_root
+  c.data.davis_repeat = 2
+  c.data.num_workers = 0
+  c.data.read_threads = 1
+  return c
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+  base = tmp_path_factory.mktemp("vos_train")
+  davis_root = write_davis_root(base / "davis", {
+      "two": [ids_frame(t) for t in range(30)],
+      "one": [ids_frame(t, objects=(1,)) for t in range(12)],
+      "short": [ids_frame(0)],
+  })
+  youtube_root = write_youtube_root(base / "youtube", {
+      "yv_a": [ids_frame(t) for t in range(8)],
+      "yv_b": [ids_frame(t, objects=(2,)) for t in range(6)],
+  })
+  return davis_root, youtube_root
+
+
+def random_ids(rng, h, w) -> np.ndarray:
+  ids = np.zeros((h, w), np.uint8)
+  for k in (1, 2, 3):
+    y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+    ids[y:y + rng.integers(4, h // 2), x:x + rng.integers(4, w // 2)] = k
+  return ids
+
+
+# ------------------------------------------------------------------------------------------
+# augmentation pixels vs torchvision.transforms.functional
+
+def torchvision_mask(ids: np.ndarray, shared, frame, size):
+  gt = Image.fromarray(ids, "P")    # the released reads masks with .convert('P')
+  if shared.flip:
+    gt = TF.hflip(gt)
+  gt = TF.resized_crop(gt, *shared.crop, [size, size], InterpolationMode.NEAREST)
+  gt = TF.affine(gt, angle=frame.angle, translate=[0, 0], scale=1.0, shear=[frame.shear, 0.0],
+                 interpolation=InterpolationMode.NEAREST, fill=0)
+  return np.asarray(gt)
+
+
+def torchvision_jitter(im, jitter):
+  ops = {0: lambda x: TF.adjust_brightness(x, jitter.brightness),
+         1: lambda x: TF.adjust_contrast(x, jitter.contrast),
+         2: lambda x: TF.adjust_saturation(x, jitter.saturation),
+         3: lambda x: x}
+  for op in jitter.order:
+    im = ops[op](im)
+  return im
+
+
+def torchvision_image(image: np.ndarray, shared, frame, size):
+  im = Image.fromarray(image, "RGB")
+  if shared.flip:
+    im = TF.hflip(im)
+  im = TF.resized_crop(im, *shared.crop, [size, size], InterpolationMode.BICUBIC)
+  im = torchvision_jitter(im, shared.jitter)
+  if shared.grayscale:
+    im = TF.rgb_to_grayscale(im, num_output_channels=3)
+  im = TF.affine(im, angle=frame.angle, translate=[0, 0], scale=1.0, shear=[frame.shear, 0.0],
+                 interpolation=InterpolationMode.BICUBIC, fill=list(augment.IMAGE_FILL))
+  return np.asarray(torchvision_jitter(im, frame.jitter))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_augment_frame_equals_torchvision_functional(seed):
+  """Exact equality (0 grey levels) for images and masks, odd sizes included."""
+  rng = np.random.default_rng(100 + seed)
+  h, w = [(48, 64), (61, 97), (120, 50)][seed % 3]
+  image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+  ids = random_ids(rng, h, w)
+  sequence_seed, pair_seed = 7 * seed + 1, 11 * seed + 3
+  shared = augment.draw_shared(np.random.default_rng(sequence_seed), w, h)
+  frame = augment.draw_per_frame(np.random.default_rng(pair_seed))
+  if seed == 0:    # make sure every branch runs at least once
+    shared = augment.SharedDraw(True, shared.crop, shared.jitter, True)
+  size = 40
+  got_image, got_ids = augment.augment_frame(image, ids, sequence_seed, pair_seed, size)
+  if seed == 0:    # the forced draw, through the pieces
+    want_ids = torchvision_mask(ids, shared, frame, size)
+    im = Image.fromarray(image)
+    gt = augment.hflip(Image.fromarray(ids, "L"))
+    gt = augment.resized_crop(gt, shared.crop, size, Image.Resampling.NEAREST)
+    gt = augment.affine(gt, frame.angle, frame.shear, Image.Resampling.NEAREST, 0)
+    np.testing.assert_array_equal(np.asarray(gt), want_ids)
+    im = augment.color_jitter(augment.resized_crop(augment.hflip(im), shared.crop, size,
+                                                   Image.Resampling.BICUBIC), shared.jitter)
+    im = augment.affine(augment.grayscale3(im), frame.angle, frame.shear,
+                        Image.Resampling.BICUBIC, augment.IMAGE_FILL)
+    im = augment.color_jitter(im, frame.jitter)
+    np.testing.assert_array_equal(np.asarray(im), torchvision_image(image, shared, frame, size))
+    return
+  np.testing.assert_array_equal(got_ids, torchvision_mask(ids, shared, frame, size))
+  np.testing.assert_array_equal(got_image, torchvision_image(image, shared, frame, size))
+  assert got_image.shape == (size, size, 3) and got_ids.shape == (size, size)
+
+
+def test_affine_fill_and_large_angles_match_torchvision():
+  rng = np.random.default_rng(3)
+  image = rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)
+  ids = random_ids(rng, 33, 47)
+  for angle, shear in [(15.0, 10.0), (-15.0, -10.0), (7.3, -2.1), (90.0, 0.0), (0.0, 0.0)]:
+    got = augment.affine(Image.fromarray(ids, "L"), angle, shear, Image.Resampling.NEAREST, 0)
+    want = TF.affine(Image.fromarray(ids, "P"), angle=angle, translate=[0, 0], scale=1.0,
+                     shear=[shear, 0.0], interpolation=InterpolationMode.NEAREST, fill=0)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    got = augment.affine(Image.fromarray(image), angle, shear, Image.Resampling.BICUBIC,
+                         augment.IMAGE_FILL)
+    want = TF.affine(Image.fromarray(image), angle=angle, translate=[0, 0], scale=1.0,
+                     shear=[shear, 0.0], interpolation=InterpolationMode.BICUBIC,
+                     fill=list(augment.IMAGE_FILL))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  corner = np.asarray(augment.affine(Image.fromarray(image), 15.0, 10.0,
+                                     Image.Resampling.BICUBIC, augment.IMAGE_FILL))[0, 0]
+  assert tuple(corner) == augment.IMAGE_FILL     # rotated out of the source: the mean colour
+
+
+def test_color_jitter_and_grayscale_match_torchvision():
+  rng = np.random.default_rng(5)
+  im = Image.fromarray(rng.integers(0, 256, (21, 34, 3), dtype=np.uint8))
+  for order in [(0, 1, 2, 3), (3, 2, 1, 0), (1, 3, 0, 2)]:
+    for factors in [(0.9, 1.03, 0.97), (1.1, 0.97, 1.03), (0.5, 1.8, 0.2)]:
+      jitter = augment.Jitter(order, *factors)
+      np.testing.assert_array_equal(np.asarray(augment.color_jitter(im, jitter)),
+                                    np.asarray(torchvision_jitter(im, jitter)))
+  np.testing.assert_array_equal(np.asarray(augment.grayscale3(im)),
+                                np.asarray(TF.rgb_to_grayscale(im, num_output_channels=3)))
+
+
+# ------------------------------------------------------------------------------------------
+# parameter draws vs torchvision's get_params
+
+def test_resized_crop_draws_match_torchvision_statistics():
+  width, height, n = 854, 480, 4000
+  rng = np.random.default_rng(0)
+  ours = np.array([augment.draw_resized_crop(rng, width, height) for _ in range(n)], float)
+  torch.manual_seed(0)
+  img = Image.new("RGB", (width, height))
+  ref = np.array([T.RandomResizedCrop.get_params(img, [0.36, 1.0], [3 / 4, 4 / 3])
+                  for _ in range(n)], float)
+  for draws in (ours, ref):
+    top, left, h, w = draws.T
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= height).all() and (left + w <= width).all()
+  area = lambda d: d[:, 2] * d[:, 3] / (width * height)
+  ratio = lambda d: np.log(d[:, 3] / d[:, 2])
+  assert area(ours).min() > 0.35 and area(ours).max() <= 1.0
+  assert np.abs(ratio(ours)).max() < np.log(4 / 3) + 0.01
+  assert abs(area(ours).mean() - area(ref).mean()) < 0.015
+  assert abs(ratio(ours).mean() - ratio(ref).mean()) < 0.015
+  assert abs(ratio(ours).std() - ratio(ref).std()) < 0.015
+  # Positions: uniform over the valid range on both sides.
+  centre = lambda d: (d[:, 1] + d[:, 3] / 2) / width
+  assert abs(centre(ours).mean() - centre(ref).mean()) < 0.015
+
+
+@pytest.mark.parametrize("size", [(854, 480), (480, 854), (100, 100), (1000, 30)])
+def test_resized_crop_fallback_is_torchvision_central_crop(size):
+  """A scale that never fits forces the fallback; torchvision's is deterministic then."""
+  width, height = size
+  ours = augment.draw_resized_crop(np.random.default_rng(0), width, height, scale=(2.0, 3.0))
+  ref = T.RandomResizedCrop.get_params(Image.new("L", size), [2.0, 3.0], [3 / 4, 4 / 3])
+  assert ours == tuple(int(v) for v in ref)
+
+
+def test_affine_jitter_flip_grayscale_draws():
+  n = 4000
+  rng = np.random.default_rng(1)
+  frames = [augment.draw_per_frame(rng) for _ in range(n)]
+  angle = np.array([f.angle for f in frames])
+  shear = np.array([f.shear for f in frames])
+  torch.manual_seed(1)
+  ref = [T.RandomAffine.get_params([-15.0, 15.0], None, None, [-10.0, 10.0], [64, 48])
+         for _ in range(n)]
+  ref_angle = np.array([r[0] for r in ref])
+  ref_shear = np.array([r[3] for r in ref])
+  assert all(r[1] == (0, 0) and r[2] == 1.0 for r in ref)
+  assert (ref_shear[:, 1] == 0).all()       # no y shear in the released transform either
+  assert np.abs(angle).max() <= 15 and np.abs(shear).max() <= 10
+  assert abs(angle.mean()) < 0.5 and abs(shear.mean()) < 0.35
+  assert abs(angle.std() - ref_angle.std()) < 0.3 and abs(shear.std() - ref_shear[:, 0].std()) < 0.2
+  # ColorJitter's ranges as torchvision parses them (hue off).
+  for strengths, frame_level in [(augment.SHARED_JITTER, False), (augment.FRAME_JITTER, True)]:
+    cj = T.ColorJitter(*strengths, 0)
+    jit = [f.jitter for f in frames] if frame_level else [
+        augment.draw_jitter(rng, strengths) for _ in range(n)]
+    assert cj.hue is None
+    for name, values in [("brightness", [j.brightness for j in jit]),
+                         ("contrast", [j.contrast for j in jit]),
+                         ("saturation", [j.saturation for j in jit])]:
+      lo, hi = getattr(cj, name)
+      assert lo <= min(values) and max(values) <= hi
+      assert min(values) < lo + 0.02 * (hi - lo) and max(values) > hi - 0.02 * (hi - lo)
+    orders = {j.order for j in jit}
+    assert len(orders) == 24       # every permutation of the four ops
+  shared = [augment.draw_shared(rng, 64, 48) for _ in range(n)]
+  assert abs(np.mean([s.flip for s in shared]) - 0.5) < 0.03
+  assert abs(np.mean([s.grayscale for s in shared]) - 0.05) < 0.012
+
+
+# ------------------------------------------------------------------------------------------
+# pair and object sampling
+
+@pytest.mark.parametrize("num_frames,max_jump", [(80, 25), (30, 5), (2, 25), (6, 1), (10, 2)])
+def test_frame_pair_gaps_and_reversal(num_frames, max_jump):
+  rng = np.random.default_rng(num_frames)
+  draws = np.array([pairs.draw_frame_pair(rng, num_frames, max_jump) for _ in range(3000)])
+  gaps = np.abs(draws[:, 0] - draws[:, 1])
+  assert draws.min() >= 0 and draws.max() <= num_frames - 1
+  expected = set(range(1, min(max(max_jump, 2), num_frames))) if max_jump > 1 else {1}
+  assert set(gaps.tolist()) == expected       # 1 .. max_jump - 1, every gap reached
+  reversed_rate = np.mean(draws[:, 0] > draws[:, 1])
+  assert abs(reversed_rate - 0.5) < 0.04
+  assert set(np.minimum(draws[:, 0], draws[:, 1]).tolist()) == set(range(num_frames - 1))
+
+
+def test_items_objects_selector_and_labels(roots):
+  davis_root, youtube_root = roots
+  config = data_config(davis_root, youtube_root)
+  video_list = pipeline.training_videos(config)
+  item_map = pairs.VosItemMap(video_list, 32, seed=3)
+  seen_second = seen_single = colour_checks = 0
+  for index in range(40):
+    item = item_map.map(index)
+    video = video_list[int(item["video_index"])]
+    assert 1 <= abs(int(item["memory_index"]) - int(item["query_index"])) < video.max_jump
+    masks, labels, selector = item["memory_masks"], item["query_labels"], item["selector"]
+    assert masks.dtype == np.float32 and masks.shape == (2, 32, 32)
+    assert set(np.unique(masks).tolist()) <= {0.0, 1.0}
+    assert labels.dtype == np.int32 and set(np.unique(labels).tolist()) <= {0, 1, 2}
+    assert item["memory_frame"].dtype == np.uint8 and item["memory_frame"].shape == (32, 32, 3)
+    if int(item["skip_count"]) >= 5:
+      continue
+    assert masks[0].sum() > 0                       # the target is in the memory frame
+    assert not (masks[0] * masks[1]).any()
+    if selector[1] == 1:
+      seen_second += 1
+      assert masks[1].sum() > 0
+    else:
+      seen_single += 1
+      assert selector.tolist() == [1.0, 0.0] and masks[1].sum() == 0 and not (labels == 2).any()
+    # Labels against pixels: the target's colour in the memory frame is the colour of label 1
+    # in the query frame (red / blue objects, grey background, under mild jitter).
+    mem = item["memory_frame"].astype(float)
+    qry = item["query_frame"].astype(float)
+    core = masks[0].astype(bool)
+    target_colour = mem[core].mean(0)
+    if (labels == 1).sum() > 20 and core.sum() > 20 and target_colour.std() > 30:
+      assert np.abs(qry[labels == 1].mean(0) - target_colour).max() < 40
+      colour_checks += 1
+  assert seen_second > 3 and seen_single > 3 and colour_checks > 10
+
+
+def test_void_is_never_an_object_and_five_trials(tmp_path):
+  void_only = [np.where(ids_frame(t) > 0, 255, 0).astype(np.uint8) for t in range(6)]
+  one_and_void = [np.where(ids_frame(t) == 2, 255, ids_frame(t)).astype(np.uint8)
+                  for t in range(6)]
+  root = write_davis_root(tmp_path / "d", {"void": void_only, "onevoid": one_and_void,
+                                           "empty": [np.zeros((48, 64), np.uint8)] * 5})
+  video_list = vos_videos.davis_videos(root)
+  names = [v.name for v in video_list]
+  item_map = pairs.VosItemMap(video_list, 24, seed=0)
+  for index in range(18):
+    item = item_map.map(index)
+    name = names[int(item["video_index"])]
+    if name in ("void", "empty"):
+      assert int(item["skip_count"]) == 5             # 5 trials, then kept with no object
+      assert item["selector"].tolist() == [1.0, 0.0]
+      assert not item["memory_masks"].any() and not item["query_labels"].any()
+    else:
+      assert item["selector"].tolist() == [1.0, 0.0]  # 255 never becomes the second object
+      assert set(np.unique(item["query_labels"]).tolist()) <= {0, 1}
+  frame, ids = pairs.read_frame(video_list[0], 0)
+  assert 255 not in ids and frame.shape == (48, 64, 3)
+
+
+def test_unreadable_files_are_skipped_and_counted(tmp_path):
+  root = write_davis_root(tmp_path / "d", {"good": [ids_frame(t) for t in range(5)],
+                                           "badjpeg": [ids_frame(t) for t in range(5)]})
+  for t in range(5):
+    with open(os.path.join(root, "JPEGImages", "480p", "badjpeg", f"{t:05d}.jpg"), "wb") as f:
+      f.write(b"\xff\xd8\xff\xe0 not a jpeg")
+  write_video(os.path.join(root, "JPEGImages", "480p", "badmask"),
+              os.path.join(root, "Annotations", "480p", "badmask"),
+              [ids_frame(t) for t in range(5)], size_of_mask=(40, 30))
+  with open(os.path.join(root, "ImageSets", "2017", "train.txt"), "a") as f:
+    f.write("badmask\n")
+  video_list = vos_videos.davis_videos(root)
+  item_map = pairs.VosItemMap(video_list, 24, seed=1)
+  skipped = 0
+  for index in range(12):
+    item = item_map.map(index)
+    assert video_list[int(item["video_index"])].name == "good"
+    skipped += int(item["skip_count"])
+  assert skipped >= 8            # two of three videos are broken: most items skip at least one
+  broken = pairs.VosItemMap([v for v in video_list if v.name != "good"], 24, seed=1,
+                            max_retries=4)
+  with pytest.raises(RuntimeError, match=r"max_retries=4.*(badjpeg/\d+\.jpg|badmask/\d+\.png)"):
+    broken.map(0)
+
+
+# ------------------------------------------------------------------------------------------
+# videos, config errors, the synthetic set
+
+def test_training_videos_concatenation(roots, caplog):
+  davis_root, youtube_root = roots
+  config = data_config(davis_root, youtube_root)
+  config.data.davis_repeat = 3
+  with caplog.at_level(logging.WARNING):
+    video_list = pipeline.training_videos(config)
+  names = [(v.source, v.name, v.max_jump) for v in video_list]
+  davis_part = [("davis", "two", 25), ("davis", "one", 25)]
+  assert names == davis_part * 3 + [("youtube", "yv_a", 5), ("youtube", "yv_b", 5)]
+  assert "1 of 3 videos left out" in caplog.text          # 'short' has one frame
+  assert pipeline.num_videos(config) == 8
+  subset = os.path.join(os.path.dirname(youtube_root), "yv_subset.txt")
+  with open(subset, "w") as f:
+    f.write("yv_b\nnot_there\n")
+  config.data.youtube_subset = subset
+  assert [v.name for v in pipeline.training_videos(config)][-1:] == ["yv_b"]
+  assert pipeline.num_videos(config) == 7
+
+
+def test_config_errors_name_the_field(roots, tmp_path):
+  davis_root, youtube_root = roots
+  cases = [
+      (data_config(), "config.data.davis_root and config.data.youtube_root"),
+      (data_config(str(tmp_path / "missing")), "config.data.davis_root"),
+      (data_config("", str(tmp_path / "missing")), "config.data.youtube_root"),
+      (data_config(davis_root, youtube_root="synthetic"), "config.data.youtube_root"),
+      (data_config(youtube_root, ""), "config.data.davis_root"),   # not a DAVIS layout
+  ]
+  bad_subset = data_config(davis_root)
+  bad_subset.data.davis_subset = "nope"
+  cases.append((bad_subset, "config.data.davis_subset"))
+  short = data_config(davis_root)
+  short.data.min_videos_frames = 1
+  cases.append((short, "config.data.min_videos_frames"))
+  for config, field in cases:
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+      pipeline.training_videos(config)
+  with pytest.raises(ConfigError, match="--workdir"):
+    pipeline.training_videos(data_config("synthetic"), workdir="")
+  odd = data_config(davis_root)
+  with pytest.raises(ConfigError, match=r"config\.batch_size"):
+    pipeline.make_dataset(odd, seed=0, process_count=3)
+
+
+def test_ensure_synthetic_beside_label_propagation_set(tmp_path):
+  workdir = str(tmp_path / "wd")
+  os.makedirs(os.path.join(workdir, "vos_synthetic", "ImageSets", "2017"))   # val-only set
+  data = configlib.dropseg_data_defaults()
+  data.synthetic.train, data.synthetic.val, data.synthetic.frames = 2, 1, 16
+  data.synthetic.size = (96, 72)
+  root = pipeline.ensure_synthetic(workdir, data)
+  assert root == os.path.join(os.path.abspath(workdir), "vos_synthetic_dropseg")
+  assert davis.read_sequence_list(os.path.join(root, "ImageSets", "2017", "train.txt")) == [
+      "synth-train-000", "synth-train-001"]
+  assert os.path.isfile(os.path.join(root, "ImageSets", "2017", "val.txt"))
+  assert os.listdir(os.path.join(workdir, "vos_synthetic", "ImageSets", "2017")) == []
+  stamp = os.stat(root).st_mtime_ns
+  assert pipeline.ensure_synthetic(workdir, data) == root and os.stat(root).st_mtime_ns == stamp
+  config = data_config("synthetic")
+  config.data.synthetic = data.synthetic
+  config.data.davis_repeat = 1
+  item = pairs.VosItemMap(pipeline.training_videos(config, workdir), 32, seed=0).map(0)
+  assert item["memory_frame"].shape == (32, 32, 3)
+  assert [p for p in os.listdir(workdir) if ".tmp" in p] == []
+
+
+# ------------------------------------------------------------------------------------------
+# the grain pipeline
+
+def take(iterator, n):
+  out = [{k: np.array(v) for k, v in next(iterator).items()} for _ in range(n)]
+  return out
+
+
+def assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert sorted(x) == sorted(y)
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def test_batch_contract_resume_and_hosts(roots):
+  davis_root, youtube_root = roots
+  config = data_config(davis_root, youtube_root, batch_size=4)
+  it = pipeline.make_vos_iterator(config, seed=5)
+  first = take(it, 2)
+  state = it.get_state()
+  rest = take(it, 2)
+  pipeline.close_iterator(it)
+  batch = first[0]
+  want = {"memory_frame": (np.uint8, (4, 32, 32, 3)), "query_frame": (np.uint8, (4, 32, 32, 3)),
+          "memory_masks": (np.float32, (4, 2, 32, 32)), "query_labels": (np.int32, (4, 32, 32)),
+          "selector": (np.float32, (4, 2)), "skip_count": (np.int32, (4,)),
+          "video_index": (np.int32, (4,)), "memory_index": (np.int32, (4,)),
+          "query_index": (np.int32, (4,))}
+  assert {k: (v.dtype, v.shape) for k, v in batch.items()} == want
+  # One epoch (DAVIS x 2 + YouTube-VOS = 6 videos) = items 0..5: every entry exactly once.
+  epoch = np.concatenate([b["video_index"] for b in first])[:6]
+  assert sorted(epoch.tolist()) == list(range(6))
+  resumed = pipeline.make_vos_iterator(config, seed=5)
+  resumed.set_state(state)
+  assert_batches_equal(take(resumed, 2), rest)
+  pipeline.close_iterator(resumed)
+  # Two hosts of batch 2 each: their batches interleave into the one-host batches.
+  hosts = []
+  for p in range(2):
+    host_it = pipeline.make_vos_iterator(config, seed=5, process_index=p, process_count=2)
+    hosts.append(take(host_it, 2))
+    pipeline.close_iterator(host_it)
+  for k in range(2):
+    merged = {key: np.stack([hosts[i % 2][k][key][i // 2] for i in range(4)])
+              for key in batch}
+    # host p holds items p, p + 2 of the block: one-host order is h0, h1, h0, h1
+    assert_batches_equal([merged], [first[k]])
+  other_seed = pipeline.make_vos_iterator(config, seed=6)
+  assert not np.array_equal(take(other_seed, 1)[0]["memory_frame"], batch["memory_frame"])
+  pipeline.close_iterator(other_seed)
+
+
+def test_same_batches_for_num_workers_0_and_2(roots):
+  davis_root, youtube_root = roots
+  batches = {}
+  for workers in (0, 2):
+    config = data_config(davis_root, youtube_root, batch_size=2)
+    config.data.num_workers = workers
+    config.data.read_threads = 2 if workers else 1
+    config.data.prefetch = 1
+    it = pipeline.make_vos_iterator(config, seed=9)
+    batches[workers] = take(it, 4)
+    pipeline.close_iterator(it)
+    del it
+  assert_batches_equal(batches[0], batches[2])
