@@ -71,6 +71,25 @@ def _newest_good_checkpoint(directory: str) -> tuple[dict, ml_collections.Config
   return {"params": state["params"], "batch_stats": state["batch_stats"]}, config, step
 
 
+# An imported segmenter (convert import-segmenter) and a DropSeg fine-tuning run's export.
+SEGMENTER_FOLDERS = (("segmenter",), ("segmenter_weights", "segmenter"))
+SEGMENTER_KEYS = ("mask_patch_embed.", "stcn_decoder.")   # the released DropSeg state dict's
+
+
+def _refuse_segmenter_file(path: str, spec: str) -> None:
+  """A released DropSeg .pth (bare, or its resume file {'network': ...}) is named as one."""
+  try:
+    from dropmae_jax.convert import torch_pickle
+    blob = torch_pickle.load(path).obj
+  except Exception:  # pylint: disable=broad-except  (not a torch file: the caller's line)
+    return
+  state = blob.get("network", blob) if isinstance(blob, dict) else None
+  if isinstance(state, dict) and any(str(k).startswith(SEGMENTER_KEYS) for k in state):
+    raise io.ConvertError(f"{spec}: a DropSeg segmenter checkpoint ('mask_patch_embed.*', "
+                          f"'stcn_decoder.*' keys), not a tracker; segment videos with it via "
+                          f"`python -m dropmae_jax.vos segment`")
+
+
 def _mtime(path: str) -> float:
   try:
     return os.path.getmtime(path)
@@ -104,9 +123,13 @@ def load_tracker_weights(spec: str) -> tuple[dict, ml_collections.ConfigDict, st
   if not os.path.exists(path):
     raise io.ConvertError(f"{spec}: no such folder")
   if not os.path.isdir(path):
+    _refuse_segmenter_file(path, spec)
     raise io.ConvertError(
         f"{spec}: a file, not a tracker folder; a released .pth.tar becomes one with "
         f"`python -m dropmae_jax.convert import-tracker {spec} --out DIR`")
+  if any(os.path.isdir(os.path.join(path, *p)) for p in SEGMENTER_FOLDERS):
+    raise io.ConvertError(f"{spec}: a DropSeg segmenter (segmenter/ inside), not a tracker; "
+                          f"segment videos with it via `python -m dropmae_jax.vos segment`")
   if os.path.isdir(os.path.join(path, io.TRACKER_DIR)):
     variables, config = _load_imported(path, spec)
     return variables, config, f"{spec} (imported tracker)"

@@ -169,14 +169,17 @@ def evaluate_sequence(gt_ids: np.ndarray, res_ids: np.ndarray, num_objects: int,
 
 
 def read_results(results_dir: str, seq: davis.VosSequence, frame_ids: Sequence[str],
-                 shape: tuple[int, int], num_objects: int) -> np.ndarray:
-  """uint8 (len(frame_ids), H, W) result ids of one sequence, checked against the ground truth."""
+                 shape: tuple[int, int], num_objects: int, binary: bool = False) -> np.ndarray:
+  """uint8 (len(frame_ids), H, W) result ids of one sequence, checked against the ground truth.
+  `binary` (DAVIS-2016): any non-zero value is the one object (its results are 0 / 255)."""
   out = np.zeros((len(frame_ids),) + tuple(shape), np.uint8)
   for i, frame in enumerate(frame_ids):
     path = os.path.join(results_dir, seq.name, f"{frame}.png")
     if not os.path.isfile(path):
       raise davis.VosDataError(f"sequence {seq.name} frame {frame}: no result {path}")
     ids = davis.read_ids_png(path)
+    if binary:
+      ids = (ids > 0).astype(np.uint8)
     if ids.shape != tuple(shape):
       raise davis.VosDataError(f"sequence {seq.name} frame {frame}: result is "
                                f"{ids.shape[1]}x{ids.shape[0]}, the annotation {shape[1]}x{shape[0]}")
@@ -206,7 +209,8 @@ def evaluate(dataset: davis.DavisDataset, results_dir: str, progress: bool = Fal
   for seq in tqdm.tqdm(list(dataset), desc="evaluate", unit="seq", disable=not progress):
     gt, k = dataset.read_annotations(seq)
     frame_ids = seq.frame_ids[1:-1]
-    res = read_results(results_dir, seq, frame_ids, gt.shape[1:], k)
+    res = read_results(results_dir, seq, frame_ids, gt.shape[1:], k,
+                       binary=dataset.year == "2016")
     j, f = evaluate_sequence(gt[1:-1], res, k, bound_th)
     for obj in range(k):
       name = f"{seq.name}_{obj + 1}"
