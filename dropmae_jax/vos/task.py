@@ -139,10 +139,15 @@ class DropSegTask(tasks.Task):
     return row
 
   def report(self, step_no: int, counters: dict[str, int], warn) -> None:
+    """Re-drawn pairs since the last report, at info level: the released sampling re-draws a
+    pair whenever the crop leaves no object in the memory frame, so they are routine (their
+    running total is `skipped_samples` in metrics.jsonl)."""
+    del warn
     new = counters["skipped_samples"] - self._reported_skips
     if new > 0 and jax.process_index() == 0:
-      warn(f"step {step_no}: {new} pair{'s' if new != 1 else ''} re-drawn since the last report "
-           f"(memory frame without an object; {counters['skipped_samples']} in all)")
+      logging.info("step %d: %d pair draw(s) repeated since the last report (no object in the "
+                   "memory frame, or an unreadable video; %d in all)", step_no, new,
+                   counters["skipped_samples"])
     self._reported_skips = counters["skipped_samples"]
 
   # ----------------------------------------------------------------------- figures / eval
