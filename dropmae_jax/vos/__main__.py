@@ -10,7 +10,7 @@
 
   python -m dropmae_jax.vos segment --weights=W --root=DAVIS --out=DIR [--split val]
       [--year 2017|2016] [--sequences a,b] [--overwrite] [--config NAME] [--config.x=..]
-      [--json OUT.json] [--no-evaluate] [--chunk 4]
+      [--json OUT.json] [--no-evaluate] [--chunk N]
     DropSeg one-shot segmentation (jimmy-dq/DropSeg submit_eval_davis17.py / _davis16.py):
     DIR/<seq>/<frame>.png, then the DAVIS scores. --dataset youtube (or a --root holding
     meta.json): a YouTube-VOS valid / test folder -> DIR/Annotations/<video>/<frame>.png and
@@ -122,7 +122,8 @@ def run_segment(args, overrides: list[str]) -> dict | None:
     print(f"{len(kept)} of {len(kept) + len(todo)} sequences already have results in {results}; "
           f"segmenting the other {len(todo)} (--overwrite to redo)")
   if todo:
-    segmenter = inference.OneShotSegmenter(model, variables, chunk=args.chunk)
+    segmenter = inference.OneShotSegmenter(model, variables,
+                                           chunk=args.chunk or inference.default_chunk())
     start = time.time()
     names = segment.run(segmenter, dataset, results, todo, progress=not args.quiet)
     frames = sum(s.num_frames for s in todo)
@@ -242,9 +243,9 @@ def add_segment_parser(sub) -> None:
   p.add_argument("--config", default=None,
                  help="config whose fields replace the weights' own; its model must be the "
                  "weights' (default: the weights' config; e.g. dropseg_davis_ytvos)")
-  p.add_argument("--chunk", type=int, default=4,
+  p.add_argument("--chunk", type=int, default=0,
                  help="query frames per device call, all objects of each in the same call "
-                 "(default: 4; e.g. 16 on a GPU)")
+                 "(default: 0 = 1 on the CPU, 4 on an accelerator; e.g. 16)")
   p.add_argument("--overwrite", action="store_true",
                  help="segment sequences that already have results in --out again and replace "
                  "them (default: keep them)")
@@ -273,8 +274,8 @@ def main(argv=None) -> int:
     if args.command == "evaluate":
       run_evaluate(_dataset(args), args.results, args.json, progress=not args.quiet)
     elif args.command == "segment":
-      if args.chunk < 1:
-        raise config_loading.ConfigError(f"--chunk must be >= 1, got {args.chunk}")
+      if args.chunk < 0:
+        raise config_loading.ConfigError(f"--chunk must be >= 0 (0: automatic), got {args.chunk}")
       run_segment(args, overrides)
     elif args.command == "video":
       video.video_command(args, overrides)

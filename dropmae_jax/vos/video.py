@@ -62,8 +62,9 @@ def add_video_parser(subparsers):
                  f"config / {PROPAGATE_CONFIG})")
   p.add_argument("--max-frames", type=int, default=0,
                  help="use only the first N frames (default: 0, every frame; e.g. 100)")
-  p.add_argument("--chunk", type=int, default=4,
-                 help="segmenter: query frames per device call (default: 4; e.g. 16 on a GPU)")
+  p.add_argument("--chunk", type=int, default=0,
+                 help="segmenter: query frames per device call (default: 0 = 1 on the CPU, 4 on an "
+                 "accelerator; e.g. 16)")
   p.add_argument("--overwrite", action="store_true",
                  help="replace --out when it exists (default: refuse)")
   p.add_argument("--quiet", action="store_true", help="no progress bar (default: shown)")
@@ -113,7 +114,8 @@ def _read_frames(reader: video_files.FrameReader, path: str) -> np.ndarray:
 
 def _segmenter_labels(model, variables, frames, ids, chunk):
   from dropmae_jax.vos.dropseg import inference
-  segmenter = inference.OneShotSegmenter(model, variables, chunk=chunk)
+  segmenter = inference.OneShotSegmenter(model, variables,
+                                         chunk=chunk or inference.default_chunk())
   for _, labels in inference.segment_video(segmenter, frames, {0: ids}):
     yield labels
 
@@ -189,8 +191,8 @@ def _check_out(args) -> str:
 
 def video_command(args, overrides=()) -> int:
   import tqdm
-  if args.max_frames < 0 or args.chunk < 1:
-    raise video_files.VideoFileError(f"--max-frames must be >= 0 and --chunk >= 1, got "
+  if args.max_frames < 0 or args.chunk < 0:
+    raise video_files.VideoFileError(f"--max-frames and --chunk must be >= 0, got "
                                      f"{args.max_frames} and {args.chunk}")
   ext = _check_out(args)
   if not os.path.isfile(args.video):

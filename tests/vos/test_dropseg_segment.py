@@ -220,7 +220,7 @@ def test_segment_youtube_late_objects_and_submission(env, capsys, tmp_path):
   stems, ann, late = _youtube(env, root)
   out = tmp_path / "yv"
   code, printed, err = _run(["segment", "--weights", env["pth"], "--root", str(root), "--out",
-                             str(out), "--quiet"], capsys)
+                             str(out), "--quiet", "--chunk", "2"], capsys)   # padded last chunk
   assert code == 0, err
   results = out / "Annotations" / "vid"
   assert sorted(os.listdir(results)) == [f"{s}.png" for s in stems]
@@ -232,8 +232,10 @@ def test_segment_youtube_late_objects_and_submission(env, capsys, tmp_path):
   # frames after object 3 appears: object 1 still predicted from frame 0 with the same memory
   seg = inference.OneShotSegmenter(env["model"], env["variables"])
   frames = [images.read_rgb(str(root / "JPEGImages" / "vid" / f"{s}.jpg")) for s in stems]
-  alone = seg.segment(frames[0], np.where(ann == 1, 1, 0).astype(np.uint8), frames[1]).labels
-  np.testing.assert_array_equal(got[1], alone)                    # only object 1 exists there
+  alone = seg.segment(frames[0], np.where(ann == 1, 1, 0).astype(np.uint8), frames[1])
+  decided = np.abs(alone.probabilities[1] - alone.probabilities[0]) > 1e-4   # (round-off ties)
+  assert decided.mean() > 0.99 and alone.labels.any()
+  np.testing.assert_array_equal(got[1][decided], alone.labels[decided])   # only object 1 there
   with zipfile.ZipFile(out / "submission.zip") as archive:
     names = sorted(archive.namelist())
   assert names == sorted([f"Annotations/vid/{s}.png" for s in stems]

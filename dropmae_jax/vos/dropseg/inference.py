@@ -199,6 +199,13 @@ class OneShotSegmenter:
     return Segmentation(lookup[np.asarray(index)[0]], np.asarray(prob)[0], ids)
 
 
+def default_chunk() -> int:
+  """Query frames per device call when none is asked for: 1 on the CPU (measured there: larger
+  chunks were ~15% slower on 2 busy cores at 432x240; the CPU is compute-bound either way), 4 on
+  accelerators (fuller batches; not measured here)."""
+  return 1 if jax.default_backend() == "cpu" else 4
+
+
 def resize_nearest(ids: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
   """(H, W) -> (h, w) taking source pixel floor(i·H/h) (the identity when the sizes agree)."""
   h, w = ids.shape
