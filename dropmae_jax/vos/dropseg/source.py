@@ -53,7 +53,11 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     raise io.ConvertError(f"{path}: no such file")
   if path.endswith(".safetensors"):
     return io.read_torch_state_dict(path)
-  import torch
+  try:
+    import torch
+  except ImportError as e:
+    raise io.ConvertError(f"{path}: reading .pth needs PyTorch: pip install "
+                          "'dropmae_jax[torch]'") from e
   from dropmae_jax.convert import torch_pickle
   try:
     blob = torch_pickle.load(path).obj
