@@ -39,7 +39,6 @@ class YouTubeVOS:
     root: folder holding JPEGImages/, Annotations/ and meta.json.
     sequences: video names to use instead of meta.json's (all of them, sorted).
   """
-  year = "youtube"
 
   def __init__(self, root: str, sequences: Sequence[str] | None = None):
     self.root = root
