@@ -1,7 +1,7 @@
 """DropSeg speed: fine-tuning pairs/s per device, one-shot inference frames/s (1 object, K objects
 batched in one call) and what batching the objects saves over the released one-object loop.
 
-  python benchmarks/dropseg.py                                   # released ViT-B/16, 384 / 480x854 (GPU)
+  python benchmarks/dropseg.py            # released ViT-B/16: train 384, infer 480x854 (GPU)
   python benchmarks/dropseg.py --config=dropseg_demo --depth=2 --img-size=128 \
       --frame-size=320x240 --train-batch=8 --iters=5             # a CPU, in about a minute
 

@@ -55,7 +55,8 @@ def segmentation_figure(memory_u8: np.ndarray, memory_masks: np.ndarray, query_u
   axes = fig.subplots(1, 4)
   panels = ((overlay(memory, memory_ids), "memory frame + masks"), (query, "query frame"),
             (overlay(query, truth), "ground truth"),
-            (overlay(query, prediction), f"prediction (target IoU {(inter + 1) / (union + 1):.2f})"))
+            (overlay(query, prediction),
+             f"prediction (target IoU {(inter + 1) / (union + 1):.2f})"))
   for ax, (image, name) in zip(axes, panels):
     ax.imshow(image, interpolation="nearest")
     ax.set_title(name)

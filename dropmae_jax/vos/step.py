@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dropmae_jax.train.state import TrainState, micro_batches, step_rng  # noqa: F401  (step_lib.step_rng)
+# step_rng is re-exported: the task and the benchmark call step_lib.step_rng.
+from dropmae_jax.train.state import TrainState, micro_batches, step_rng  # noqa: F401
 from dropmae_jax.vos import losses as losses_lib
 from dropmae_jax.vos.dropseg import inference
 from dropmae_jax.vos.dropseg import model as model_lib
@@ -41,7 +42,8 @@ def create_seg_state(model: model_lib.DropSeg, tx: optax.GradientTransformation,
 
   The run key is the second half of split(key(seed)), as every task's state.
   """
-  variables = model.init({"params": jax.random.key(seed)}, *model_lib._dummy_inputs(model))  # pylint: disable=protected-access
+  dummy = model_lib._dummy_inputs(model)   # pylint: disable=protected-access
+  variables = model.init({"params": jax.random.key(seed)}, *dummy)
   params = variables["params"]
   _, run_rng = jax.random.split(jax.random.key(seed))
   return SegTrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
