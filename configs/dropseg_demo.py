@@ -29,9 +29,9 @@ validation J&F during training (the released trainer has none).
 Measured on a shared 2-core CPU (2026-12-06, init_from the pre-training demo): 4 min 16 s for
 the whole command, of which 800 steps in 4 min 12 s (58 pairs/s, 3.2 steps/s); the training IoU
 of the target rises from 0 to about 0.24 and val_jf ends at 0.104 (0.126 at step 200);
-predicting no object at all scores 0.091 on these val sequences (J = F = 1 only on the frames where an object is fully hidden). So
-the tiny model learns the task only a little in a few minutes: the demo shows the machinery,
-not a useful segmenter.
+predicting no object at all scores 0.091 on these val sequences (J = F = 1 only on the frames
+where an object is fully hidden). So the tiny model learns the task only a little in a few
+minutes: the demo shows the machinery, not a useful segmenter.
 """
 from dropmae_jax.config import defaults as configlib
 
