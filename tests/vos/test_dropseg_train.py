@@ -331,3 +331,45 @@ def test_main_help_lists_the_dropseg_fields():
                "--config.val_every=", "--config.init_from="):
     line = next((ln for ln in out.stdout.splitlines() if flag in ln), "")
     assert len(line.split(None, 1)) == 2, f"{flag} undocumented in --help"
+
+
+def test_load_initial_starts_from_dropmae_weights(tmp_path):
+  """config.init_from = a DropMAE .pth (released layout): the task's fresh state gets the
+  encoder (blocks, temporal embeddings) and the frozen pos_embed from the file, the frozen
+  two-frame table from that pos_embed, and keeps the fresh decoder."""
+  import types
+  from dropmae_jax.convert import io
+  from dropmae_jax.convert import layout
+  from dropmae_jax.models import mae
+  from dropmae_jax.vos import task as task_lib
+  pre = configlib.pretrain_defaults()
+  pre.model.variant, pre.model.img_size, pre.model.depth = "micro/16", 32, 2
+  pre.model.decoder_embed_dim, pre.model.decoder_depth, pre.model.decoder_num_heads = 32, 1, 4
+  pre.model.dtype, pre.asad.impl = "float32", "reference"
+  mae_model = mae.DropMAE.from_config(pre)
+  shapes = jax.eval_shape(lambda f: mae_model.init(
+      {k: jax.random.key(0) for k in ("params", "masking", "asad")}, f),
+      jax.ShapeDtypeStruct((1, 2, 32, 32, 3), jnp.float32))["params"]
+  rng = np.random.default_rng(5)
+  mae_params = jax.tree.map(lambda s: rng.normal(0, 0.1, s.shape).astype(np.float32), shapes)
+  state_dict = layout.params_to_state_dict(mae_params, grid=2)
+  pth = str(tmp_path / "dropmae.pth")
+  io.write_torch_state_dict(state_dict, pth)
+
+  config = tiny_model_config()
+  config.init_from = pth
+  task = task_lib.DropSegTask(config, str(tmp_path / "run"))
+  task.build(types.SimpleNamespace(steps_per_epoch=1, total_steps=1))
+  fresh = jax.jit(task.create_state)()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  loaded = task.load_initial(fresh, types.SimpleNamespace(params=device, frozen=device))
+  np.testing.assert_array_equal(loaded.params["blocks_1"]["attn"]["qkv"]["kernel"],
+                                state_dict["blocks.1.attn.qkv.weight"].T)
+  np.testing.assert_array_equal(loaded.params["temporal_pos_embed_x"],
+                                state_dict["temporal_pos_embed_x"])
+  np.testing.assert_array_equal(loaded.frozen["pos_embed"], state_dict["pos_embed"])
+  np.testing.assert_array_equal(loaded.frozen["pos_embed_two_frame"][0, 1:5],
+                                state_dict["pos_embed"][0, 1:])      # 2x2 grid: no resize
+  for a, b in zip(jax.tree.leaves(loaded.params["stcn_decoder"]),
+                  jax.tree.leaves(fresh.params["stcn_decoder"])):
+    np.testing.assert_array_equal(a, b)
