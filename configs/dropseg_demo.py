@@ -1,4 +1,4 @@
-"""A tiny DropSeg fine-tuned on the synthetic DAVIS-layout set: minutes on a laptop CPU.
+"""A tiny DropSeg fine-tuned on the synthetic DAVIS-layout set: about 12 minutes on a 2-core CPU.
 
   python -m dropmae_jax.main --config=configs/demo.py --workdir=/tmp/dropmae_demo      # pre-train
   python -m dropmae_jax.main --config=configs/dropseg_demo.py --workdir=/tmp/dropseg_demo \
@@ -14,24 +14,20 @@ released layout (same keys, the same downsample convs):
       --out demo_segmenter.pth
 
 `data.davis_root = data.val_root = 'synthetic'`: the synthetic DAVIS-layout set (real background
-clips with one or two textured objects moving over them, `python -m dropmae_jax.vos.synthetic`)
-made once under WORKDIR/vos_synthetic_dropseg; training pairs from its train sequences, J&F
-(val_jf in metrics.jsonl) on its val sequences every 200 steps and at the end, figures under
+clips with one or two textured objects moving over them, `python -m dropmae_jax.vos.synthetic`;
+32 train + 4 val sequences of 24 frames at 160x120) made once under
+WORKDIR/vos_synthetic_dropseg; training pairs from its train sequences, J&F (val_jf in
+metrics.jsonl) on its val sequences every 400 steps and at the end, figures under
 WORKDIR/figures, the weights in WORKDIR/segmenter_weights.
 
-Deviations from the released recipe (configs/dropseg_davis_ytvos.py), all for a few minutes on
-a CPU: the tiny model; synthetic videos instead of DAVIS + YouTube-VOS; batch 16 instead of 32;
-800 iterations instead of 210,000, with the lr step (125k -> 480) and the bootstrapped-CE
-warm-up (20k-70k -> 80-264) at the same fractions of the run; lr 1e-3 instead of 2e-5 (a short
-run from a tiny, barely pre-trained encoder); float32 compute (the released run uses AMP);
-validation J&F during training (the released trainer has none).
+Deviations from the released recipe (configs/dropseg_davis_ytvos.py), all for minutes on a CPU:
+the tiny model; synthetic videos instead of DAVIS + YouTube-VOS; batch 16 instead of 32; 2,400
+iterations instead of 210,000, the lr step at 1,800 (released 125k) and the bootstrapped-CE
+warm-up over 300-990 (released 20k-70k); lr 1e-3 instead of 2e-5 (a short run from a tiny,
+barely pre-trained encoder); float32 compute (the released run uses AMP); validation J&F during
+training (the released trainer has none).
 
-Measured on a shared 2-core CPU (2026-12-06, init_from the pre-training demo): 4 min 16 s for
-the whole command, of which 800 steps in 4 min 12 s (58 pairs/s, 3.2 steps/s); the training IoU
-of the target rises from 0 to about 0.24 and val_jf ends at 0.104 (0.126 at step 200);
-predicting no object at all scores 0.091 on these val sequences (J = F = 1 only on the frames
-where an object is fully hidden). So the tiny model learns the task only a little in a few
-minutes: the demo shows the machinery, not a useful segmenter.
+Measured results, with the commands that made them: docs/segmentation.md ("The demo").
 """
 from dropmae_jax.config import defaults as configlib
 
@@ -58,13 +54,13 @@ def get_config():
 
   c.batch_size = 16                   # released 32
   c.lr = 1e-3                         # released 2e-5
-  c.total_steps = 800                 # released 210,000
-  c.lr_steps = (480,)                 # released 125,000 of 210,000
-  c.loss.start_warm = 80              # released 20,000
-  c.loss.end_warm = 264               # released 70,000
-  c.val_every = 200
+  c.total_steps = 2400                # released 210,000
+  c.lr_steps = (1800,)                # released 125,000 of 210,000
+  c.loss.start_warm = 300             # released 20,000
+  c.loss.end_warm = 990               # released 70,000
+  c.val_every = 400
   c.val_sequences = -1                # every synthetic val sequence (4)
   c.log_every = 10
   c.ckpt_every = 500
-  c.figure_every = 200
+  c.figure_every = 1200
   return c
