@@ -18,7 +18,10 @@ import argparse
 import dataclasses
 import math
 import os
+import shutil
+import socket
 import sys
+from typing import Callable
 
 import av
 import numpy as np
@@ -298,3 +301,26 @@ def parse_size(text: str) -> tuple[int, int]:
   except ValueError:
     raise argparse.ArgumentTypeError(f"--size wants WIDTHxHEIGHT (e.g. 320x240), got {text!r}")
   return width, height
+
+
+def build_once(target: str, complete: Callable[[], bool], make: Callable[[str], None]) -> str:
+  """`target`, built by `make(folder)` unless `complete()` already holds -> `target`.
+
+  Several processes (hosts, or runs sharing a workdir) may call this at once: each builds into its
+  own temporary sibling and the first rename wins (a set's content is fixed by its seed, so any
+  winner will do); a loser whose rename fails checks that the winner's set is complete.
+  """
+  if complete():
+    return target
+  tmp = f"{target}.tmp-{socket.gethostname()}-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    make(tmp)
+    try:
+      os.rename(tmp, target)
+    except OSError:
+      if not complete():
+        raise
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return target

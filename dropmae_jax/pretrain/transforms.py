@@ -6,12 +6,11 @@ IMAGENET_MEAN/STD on device, which keeps host->device transfers 4x smaller than 
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from PIL import Image
 
 from dropmae_jax.data.images import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (normalised on device)
+from dropmae_jax.data.random_crop import resized_crop_box
 
 
 def sample_frame_pair(num_frames: int, max_gap: int,
@@ -31,34 +30,6 @@ def sample_frame_pair(num_frames: int, max_gap: int,
   return s, e
 
 
-def crop_box(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
-             rng: np.random.Generator) -> tuple[int, int, int, int]:
-  """torchvision's RandomResizedCrop.get_params: (top, left, h, w) of the crop.
-
-  Ten tries at an area fraction ~ U(scale) and an aspect ratio (w/h) log-uniform in `ratio`;
-  if none fits, the central crop of the largest box whose aspect is clamped into `ratio`.
-  """
-  area = height * width
-  log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-  for _ in range(10):
-    target_area = area * rng.uniform(scale[0], scale[1])
-    aspect = math.exp(rng.uniform(log_lo, log_hi))
-    w = int(round(math.sqrt(target_area * aspect)))
-    h = int(round(math.sqrt(target_area / aspect)))
-    if 0 < w <= width and 0 < h <= height:
-      top = int(rng.integers(0, height - h + 1))
-      left = int(rng.integers(0, width - w + 1))
-      return top, left, h, w
-  in_ratio = width / height
-  if in_ratio < min(ratio):
-    w, h = width, int(round(width / min(ratio)))
-  elif in_ratio > max(ratio):
-    h, w = height, int(round(height * max(ratio)))
-  else:
-    h, w = height, width
-  return (height - h) // 2, (width - w) // 2, h, w
-
-
 def resized_crop_image(image: np.ndarray | Image.Image, size: int, scale: tuple[float, float],
                        ratio: tuple[float, float], rng: np.random.Generator) -> Image.Image:
   """uint8 (H, W, 3) or an RGB PIL image -> RGB PIL image (size, size): torchvision's
@@ -67,7 +38,7 @@ def resized_crop_image(image: np.ndarray | Image.Image, size: int, scale: tuple[
   Crop-then-resize (not `resize(box=...)`) as torchvision does on PIL images, so pixels match.
   """
   pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
-  top, left, h, w = crop_box(pil.height, pil.width, scale, ratio, rng)
+  top, left, h, w = resized_crop_box(pil.height, pil.width, scale, ratio, rng)
   return pil.crop((left, top, left + w, top + h)).resize((size, size), Image.Resampling.BICUBIC)
 
 

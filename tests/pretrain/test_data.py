@@ -14,6 +14,7 @@ from PIL import Image
 
 from dropmae_jax.config import defaults as configlib
 from dropmae_jax.data import index
+from dropmae_jax.data import random_crop
 from dropmae_jax.pretrain import pipeline
 from dropmae_jax.data import samples
 from dropmae_jax.pretrain import transforms
@@ -220,7 +221,7 @@ def test_random_resized_crop_shapes_and_pure_resize():
 def test_crop_box_statistics_and_fallback():
   rng = np.random.default_rng(0)
   H, W, scale, ratio = 180, 240, (0.2, 1.0), (3 / 4, 4 / 3)
-  boxes = np.array([transforms.crop_box(H, W, scale, ratio, rng) for _ in range(5000)])
+  boxes = np.array([random_crop.resized_crop_box(H, W, scale, ratio, rng) for _ in range(5000)])
   top, left, h, w = boxes.T
   assert (top >= 0).all() and (left >= 0).all() and (top + h <= H).all() and (left + w <= W).all()
   frac = h * w / (H * W)
@@ -238,7 +239,7 @@ def test_crop_box_statistics_and_fallback():
   assert expected_mean < 0.57
   assert abs(frac.mean() - expected_mean) < 0.015, (frac.mean(), expected_mean)
   # A 10x1000 strip: no try fits a 0.9+ area box, so the centred crop clamped to 4:3 is used.
-  assert transforms.crop_box(10, 1000, (0.9, 1.0), ratio, rng) == (0, (1000 - 13) // 2, 10, 13)
+  assert random_crop.resized_crop_box(10, 1000, (0.9, 1.0), ratio, rng) == (0, (1000 - 13) // 2, 10, 13)
 
 
 def test_hflip_probability_and_independent_frame_augmentation():

@@ -18,6 +18,7 @@ from torchvision.transforms import functional as TF
 
 from dropmae_jax.config import defaults as configlib
 from dropmae_jax.config.loading import ConfigError
+from dropmae_jax.data import random_crop
 from dropmae_jax.vos import davis
 from dropmae_jax.vos.inputs import augment
 from dropmae_jax.vos.inputs import pairs
@@ -215,7 +216,7 @@ def test_color_jitter_and_grayscale_match_torchvision():
 def test_resized_crop_draws_match_torchvision_statistics():
   width, height, n = 854, 480, 4000
   rng = np.random.default_rng(0)
-  ours = np.array([augment.draw_resized_crop(rng, width, height) for _ in range(n)], float)
+  ours = np.array([random_crop.resized_crop_box(height, width, augment.CROP_SCALE, augment.CROP_RATIO, rng) for _ in range(n)], float)
   torch.manual_seed(0)
   img = Image.new("RGB", (width, height))
   ref = np.array([T.RandomResizedCrop.get_params(img, [0.36, 1.0], [3 / 4, 4 / 3])
@@ -240,7 +241,8 @@ def test_resized_crop_draws_match_torchvision_statistics():
 def test_resized_crop_fallback_is_torchvision_central_crop(size):
   """A scale that never fits forces the fallback; torchvision's is deterministic then."""
   width, height = size
-  ours = augment.draw_resized_crop(np.random.default_rng(0), width, height, scale=(2.0, 3.0))
+  ours = random_crop.resized_crop_box(height, width, (2.0, 3.0), augment.CROP_RATIO,
+                                     np.random.default_rng(0))
   ref = T.RandomResizedCrop.get_params(Image.new("L", size), [2.0, 3.0], [3 / 4, 4 / 3])
   assert ours == tuple(int(v) for v in ref)
 

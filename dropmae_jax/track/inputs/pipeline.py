@@ -28,8 +28,6 @@ WORKDIR/synthetic_tracking, made once with `track/synthetic.py` (and reused afte
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 from collections.abc import Mapping
 
 import grain
@@ -37,6 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from dropmae_jax.data import grain_support
+from dropmae_jax.data import synthetic_scenes as scenes
 from dropmae_jax.track.inputs import pairs as tracking_pairs
 from dropmae_jax.track.inputs import processing as tracking_processing
 from dropmae_jax.data.images import IMAGENET_MEAN, IMAGENET_STD
@@ -56,8 +55,7 @@ def _config_error(message: str) -> Exception:
 def ensure_synthetic(workdir: str, data_cfg: ml_collections.ConfigDict) -> str:
   """WORKDIR/synthetic_tracking with train/ and val/ (made now if absent) -> its path.
 
-  Several processes may call this at once: each renders into its own temporary folder and the
-  first rename wins (the content is the same for a seed, so any winner will do).
+  Several processes may call this at once (`synthetic_scenes.build_once`).
   """
   if not workdir:
     raise _config_error("a dataset root of 'synthetic' needs --workdir (the set is made there)")
@@ -66,23 +64,12 @@ def ensure_synthetic(workdir: str, data_cfg: ml_collections.ConfigDict) -> str:
   def complete() -> bool:
     return all(os.path.isfile(os.path.join(target, s, "list.txt")) for s in ("train", "val"))
 
-  if complete():
-    return target
   from dropmae_jax.track import synthetic as make_tracking_sequences
   syn = data_cfg.synthetic
-  tmp = f"{target}.tmp-{socket.gethostname()}-{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  make_tracking_sequences.make_dataset(
-      tmp, train=int(syn.train), val=int(syn.val),
+  return scenes.build_once(target, complete, lambda folder: make_tracking_sequences.make_dataset(
+      folder, train=int(syn.train), val=int(syn.val),
       frames=int(syn.frames) if int(syn.frames) > 0 else None,
-      size=tuple(int(v) for v in syn.size), seed=int(syn.seed), progress=False)
-  try:
-    os.rename(tmp, target)
-  except OSError:
-    if not complete():
-      raise
-  shutil.rmtree(tmp, ignore_errors=True)
-  return target
+      size=tuple(int(v) for v in syn.size), seed=int(syn.seed), progress=False))
 
 
 def _source_root(data_cfg: ml_collections.ConfigDict, name: str, workdir: str) -> str:

@@ -13,8 +13,8 @@ re-seeding torch before the image and before the mask: the sequence seed is the 
 frames (same flip, crop box for equal frame sizes, jitter factors and grayscale coin), the pair
 seed is new for each frame and shared by its image and mask (same affine). Here each seed starts
 a numpy Generator, and `draw_shared` / `draw_per_frame` take the draws in torchvision's
-`get_params` order and logic (RandomResizedCrop: 10 attempts, then the central crop within the
-ratio bounds; RandomAffine: angle U(-15, 15), shear x U(-10, 10), shear y 0, no translation or
+`get_params` order and logic (RandomResizedCrop: `data/random_crop.py`, 10 attempts, then the
+central crop within the ratio bounds; RandomAffine: angle U(-15, 15), shear x U(-10, 10), shear y 0, no translation or
 scale; ColorJitter: a random permutation of brightness / contrast / saturation, hue off). The
 pixel work is torchvision's functional ops on PIL, re-written with the same PIL calls (crop then
 resize, `Image.transform(AFFINE)` with the inverse matrix about the centre (W/2, H/2), ImageEnhance
@@ -29,6 +29,8 @@ import math
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from dropmae_jax.data import random_crop
+
 IMAGE_FILL = (124, 116, 104)     # STCN dataset/range_transform.py im_mean (the affine's image fill)
 CROP_SCALE = (0.36, 1.0)         # RandomResizedCrop scale (non-BL30K data)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)   # RandomResizedCrop ratio (torchvision default)
@@ -38,7 +40,6 @@ GRAYSCALE_PROB = 0.05
 AFFINE_DEGREES = 15.0
 AFFINE_SHEAR = 10.0
 FRAME_JITTER = (0.01, 0.01, 0.01)
-_CROP_ATTEMPTS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,34 +68,6 @@ class FrameDraw:
   jitter: Jitter
 
 
-def draw_resized_crop(rng: np.random.Generator, width: int, height: int,
-                      scale: tuple[float, float] = CROP_SCALE,
-                      ratio: tuple[float, float] = CROP_RATIO) -> tuple[int, int, int, int]:
-  """RandomResizedCrop.get_params -> (top, left, height, width) of the crop box."""
-  area = height * width
-  log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-  for _ in range(_CROP_ATTEMPTS):
-    target_area = area * rng.uniform(scale[0], scale[1])
-    aspect = math.exp(rng.uniform(log_lo, log_hi))
-    w = int(round(math.sqrt(target_area * aspect)))
-    h = int(round(math.sqrt(target_area / aspect)))
-    if 0 < w <= width and 0 < h <= height:
-      top = int(rng.integers(0, height - h + 1))
-      left = int(rng.integers(0, width - w + 1))
-      return top, left, h, w
-  # Fallback: the central crop, clipped to the ratio bounds.
-  in_ratio = width / height
-  if in_ratio < min(ratio):
-    w = width
-    h = int(round(w / min(ratio)))
-  elif in_ratio > max(ratio):
-    h = height
-    w = int(round(h * max(ratio)))
-  else:
-    w, h = width, height
-  return (height - h) // 2, (width - w) // 2, h, w
-
-
 def draw_jitter(rng: np.random.Generator, strengths: tuple[float, float, float]) -> Jitter:
   """ColorJitter.get_params with hue 0: a permutation of the 4 ops, then factors in [1-s, 1+s]."""
   order = tuple(int(v) for v in rng.permutation(4))
@@ -105,7 +78,7 @@ def draw_jitter(rng: np.random.Generator, strengths: tuple[float, float, float])
 def draw_shared(rng: np.random.Generator, width: int, height: int) -> SharedDraw:
   """The sequence-seed draws for a frame of this size (flip, crop, jitter, grayscale, in order)."""
   flip = bool(rng.random() < FLIP_PROB)
-  crop = draw_resized_crop(rng, width, height)
+  crop = random_crop.resized_crop_box(height, width, CROP_SCALE, CROP_RATIO, rng)
   jitter = draw_jitter(rng, SHARED_JITTER)
   grayscale = bool(rng.random() < GRAYSCALE_PROB)
   return SharedDraw(flip, crop, jitter, grayscale)

@@ -27,13 +27,12 @@ is not WORKDIR/vos_synthetic, the val-only set that pre-training's label propaga
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 
 import grain
 import ml_collections
 
 from dropmae_jax.data import grain_support
+from dropmae_jax.data import synthetic_scenes as scenes
 from dropmae_jax.vos.inputs import pairs as vos_pairs
 from dropmae_jax.vos.inputs import videos as vos_videos
 
@@ -52,8 +51,7 @@ def _config_error(message: str) -> Exception:
 def ensure_synthetic(workdir: str, data_cfg: ml_collections.ConfigDict) -> str:
   """WORKDIR/vos_synthetic_dropseg with train (and val) sequences, made now if absent -> its path.
 
-  Several processes may call this at once: each renders into its own temporary folder and the
-  first rename wins (the content is the same for a seed, so any winner will do).
+  Several processes may call this at once (`synthetic_scenes.build_once`).
   """
   if not workdir:
     raise _config_error("a data root of 'synthetic' needs --workdir (the set is made there)")
@@ -68,21 +66,10 @@ def ensure_synthetic(workdir: str, data_cfg: ml_collections.ConfigDict) -> str:
     return all(os.path.isfile(os.path.join(target, "ImageSets", "2017", f"{s}.txt"))
                for s in splits)
 
-  if complete():
-    return target
   from dropmae_jax.vos import synthetic as make_vos_sequences
-  tmp = f"{target}.tmp-{socket.gethostname()}-{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  make_vos_sequences.make_dataset(
-      tmp, train=int(syn.train), val=int(syn.val), frames=int(syn.frames),
-      size=tuple(int(v) for v in syn.size), seed=int(syn.seed), progress=False)
-  try:
-    os.rename(tmp, target)
-  except OSError:
-    if not complete():
-      raise
-  shutil.rmtree(tmp, ignore_errors=True)
-  return target
+  return scenes.build_once(target, complete, lambda folder: make_vos_sequences.make_dataset(
+      folder, train=int(syn.train), val=int(syn.val), frames=int(syn.frames),
+      size=tuple(int(v) for v in syn.size), seed=int(syn.seed), progress=False))
 
 
 def training_videos(config: ml_collections.ConfigDict,
