@@ -384,3 +384,42 @@ def test_vos_video_segmenter_and_propagation(env, capsys, tmp_path):
   _refused(["video", "--weights", env["tracker"], "--video", str(video), "--mask", str(mask),
             "--out", str(out)], capsys, env["tracker"])
   assert not out.exists() and not list(tmp_path.glob("bad*"))
+
+
+@pytest.mark.timeout(120)
+def test_bad_youtube_input_is_one_line_and_writes_nothing(env, capsys, tmp_path):
+  """YouTube-VOS folders: a malformed meta.json, an annotation of another size than its frame,
+  meta.json naming a first frame whose annotation lacks the object, a video whose annotations
+  hold no object, a one-frame video: one line naming the file / video and frame, exit 2, no
+  --out left behind."""
+  root = tmp_path / "valid"
+  stems, ann, late = _youtube(env, root)
+  out = tmp_path / "yv"
+  argv = ["segment", "--weights", env["imported"], "--root", str(root), "--out", str(out),
+          "--quiet", "--sequences", "vid"]
+  meta_path = root / "meta.json"
+  meta = meta_path.read_text()
+  meta_path.write_text("{not json")
+  _refused(argv, capsys, "meta.json")
+  meta_path.write_text(meta)
+  late_png = str(root / "Annotations" / "vid" / f"{stems[2]}.png")
+  davis.write_palette_png(late_png, late[:, :-8])
+  _refused(argv, capsys, "vid", stems[2], "the frame")
+  davis.write_palette_png(late_png, np.where(late > 0, 4, 0).astype(np.uint8))
+  _refused(argv, capsys, "vid", stems[2], "object 3")
+  davis.write_palette_png(late_png, late)
+  first_png = str(root / "Annotations" / "vid" / f"{stems[0]}.png")
+  os.remove(late_png)
+  davis.write_palette_png(first_png, np.zeros_like(ann))
+  _refused(argv, capsys, "vid", "no annotation")
+  assert not out.exists()
+  # a video of one frame
+  davis.write_palette_png(first_png, np.where(ann == 1, 1, 0).astype(np.uint8))
+  davis.write_palette_png(late_png, late)
+  for s in stems[1:]:
+    os.remove(root / "JPEGImages" / "vid" / f"{s}.jpg")
+  os.remove(late_png)
+  with open(meta_path, "w") as f:
+    json.dump({"videos": {"vid": {"objects": {"1": {"category": "a", "frames": stems[:1]}}}}}, f)
+  _refused(argv, capsys, "vid", "at least 2")
+  assert not out.exists()
