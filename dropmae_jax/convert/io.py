@@ -53,11 +53,13 @@ class TorchCheckpoint:
 STATE_DICT_KEYS = ("model", "net")   # MAE's save_model / OSTrack's trainer
 
 
-def read_torch_checkpoint(path: str) -> TorchCheckpoint:
+def read_torch_checkpoint(path: str, keys: tuple[str, ...] = STATE_DICT_KEYS) -> TorchCheckpoint:
   """A released .pth / .pth.tar ({'model': state_dict, ...}, a tracker's {'net': state_dict,
   ...} or a bare state dict), or a .safetensors file, read without running pickled code
   (`torch_pickle`: other classes' objects, e.g. MAE's `args` Namespace or OSTrack's `settings`,
-  become inert placeholders). Raises ConvertError naming the file and the problem."""
+  become inert placeholders). `keys`: the entries that may hold the state dict, first found
+  wins (a segmenter's resume file adds 'network'). Raises ConvertError naming the file and the
+  problem."""
   if not os.path.isfile(path):
     raise ConvertError(f"{path}: no such file")
   if path.endswith(".safetensors"):
@@ -77,7 +79,7 @@ def read_torch_checkpoint(path: str) -> TorchCheckpoint:
   used = None
   state = blob
   if isinstance(blob, dict):
-    used = next((k for k in STATE_DICT_KEYS if k in blob), None)
+    used = next((k for k in keys if k in blob), None)
     state = blob[used] if used is not None else blob
   if not isinstance(state, dict) or not state or not all(
       isinstance(v, torch.Tensor) for v in state.values()):
@@ -89,7 +91,8 @@ def read_torch_checkpoint(path: str) -> TorchCheckpoint:
       what = f"a dict with keys {list(state)[:8]}"
       what += f" holding {', '.join(others)}" if others else ""
     where = f"['{used}']" if used is not None else ""
-    raise ConvertError(f"{path}: expected {{'model'|'net': state_dict}} or a state dict of "
+    wanted = "|".join(repr(k) for k in keys)
+    raise ConvertError(f"{path}: expected {{{wanted}: state_dict}} or a state dict of "
                        f"tensors; found {what}{' in ' + where if where else ''}")
   entries = {k: v for k, v in blob.items() if k != used} if used is not None else {}
   return TorchCheckpoint({str(k): _numpy_of(v) for k, v in state.items()}, entries)

@@ -41,39 +41,11 @@ def _short(e: BaseException) -> str:
   return f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
 
 
-def _numpy(value) -> np.ndarray:
-  value = value.detach().cpu()
-  return value.float().numpy() if value.is_floating_point() else value.long().numpy()
-
-
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """A DropSeg .pth's state dict (bare, or the 'network' entry of a resume file; 'model' / 'net'
-  too, so that other checkpoints reach the check that names them), as numpy."""
-  if not os.path.isfile(path):
-    raise io.ConvertError(f"{path}: no such file")
-  if path.endswith(".safetensors"):
-    return io.read_torch_state_dict(path)
-  try:
-    import torch
-  except ImportError as e:
-    raise io.ConvertError(f"{path}: reading .pth needs PyTorch: pip install "
-                          "'dropmae_jax[torch]'") from e
-  from dropmae_jax.convert import torch_pickle
-  try:
-    blob = torch_pickle.load(path).obj
-  except torch_pickle.TorchFileError as e:
-    raise io.ConvertError(f"{path}: not a readable PyTorch checkpoint: {e}") from e
-  if isinstance(blob, dict):
-    key = next((k for k in STATE_DICT_KEYS if isinstance(blob.get(k), dict)), None)
-    state = blob[key] if key is not None else blob
-  else:
-    state = blob
-  if not isinstance(state, dict) or not state or not all(
-      isinstance(v, torch.Tensor) for v in state.values()):
-    keys = list(state)[:8] if isinstance(state, dict) else type(state).__name__
-    raise io.ConvertError(f"{path}: expected a DropSeg state dict or {{'{RESUME_KEY}': "
-                          f"state_dict, ...}}; found {keys}")
-  return {str(k): _numpy(v) for k, v in state.items()}
+  too, so that other checkpoints reach the check that names them), as numpy; read without running
+  pickled code (`convert/io.read_torch_checkpoint`)."""
+  return io.read_torch_checkpoint(path, keys=STATE_DICT_KEYS).state
 
 
 def _from_state_dict(path: str) -> tuple[dict, ml_collections.ConfigDict, str]:
