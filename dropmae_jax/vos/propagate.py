@@ -232,11 +232,12 @@ def select_sequences(dataset: davis.DavisDataset, out_dir: str, overwrite: bool 
           [s for s in sequences if states[s.name] == "finished"])
 
 
-def run(encoder: features_lib.FrameEncoder, dataset: davis.DavisDataset, out_dir: str,
-        protocol: Protocol, progress: bool = True,
-        sequences: list[davis.VosSequence] | None = None) -> list[str]:
-  """Propagates `sequences` (default: every sequence of `dataset`); writes
-  out_dir/<seq>/<frame>.png (palette PNGs).
+def write_sequences(out_dir: str, sequences: list[davis.VosSequence],
+                    labels_of: Callable[[davis.VosSequence], Iterator[tuple[int, np.ndarray]]],
+                    *, desc: str, progress: bool = True) -> list[str]:
+  """Writes out_dir/<seq>/<frame>.png (palette PNGs) of each of `sequences` from the
+  (t, uint8 (H, W) values) that `labels_of(seq)` yields. Shared by `vos propagate` and
+  `vos segment`.
 
   Each sequence is written into a temporary folder and renamed into place when complete (an
   existing one is replaced), so a crash never leaves a half-written sequence; a run that fails
@@ -244,24 +245,22 @@ def run(encoder: features_lib.FrameEncoder, dataset: davis.DavisDataset, out_dir
   Returns the names.
   """
   import tqdm
-  sequences = list(dataset) if sequences is None else list(sequences)
   if not sequences:
     return []
   created = outputs.missing_folders(out_dir)
   os.makedirs(out_dir, exist_ok=True)
-  total = sum(s.num_frames for s in sequences)
-  bar = tqdm.tqdm(total=total, desc="propagate", unit="frame", disable=not progress)
+  bar = tqdm.tqdm(total=sum(s.num_frames for s in sequences), desc=desc, unit="frame",
+                  disable=not progress)
   try:
     for seq in sequences:
-      first_ids, k = dataset.reference(seq)
-      frames = dataset.read_frames(seq)
       tmp = os.path.join(out_dir, f".{seq.name}.tmp-{os.getpid()}")
       shutil.rmtree(tmp, ignore_errors=True)
       try:
         os.makedirs(tmp)
         bar.set_postfix_str(seq.name)
-        for t, ids in propagate_sequence(encoder, frames, first_ids, k, protocol, bar.update):
-          davis.write_palette_png(os.path.join(tmp, f"{seq.frame_ids[t]}.png"), ids)
+        for t, values in labels_of(seq):
+          davis.write_palette_png(os.path.join(tmp, f"{seq.frame_ids[t]}.png"), values)
+          bar.update(1)
         target = os.path.join(out_dir, seq.name)
         if os.path.isdir(target) and not os.path.islink(target):
           shutil.rmtree(target)
@@ -280,3 +279,17 @@ def run(encoder: features_lib.FrameEncoder, dataset: davis.DavisDataset, out_dir
   finally:
     bar.close()
   return [s.name for s in sequences]
+
+
+def run(encoder: features_lib.FrameEncoder, dataset: davis.DavisDataset, out_dir: str,
+        protocol: Protocol, progress: bool = True,
+        sequences: list[davis.VosSequence] | None = None) -> list[str]:
+  """Propagates `sequences` (default: every sequence of `dataset`) into out_dir/<seq>/<frame>.png
+  (palette PNGs; `write_sequences`: each sequence whole or not at all). Returns the names."""
+  sequences = list(dataset) if sequences is None else list(sequences)
+
+  def labels_of(seq: davis.VosSequence) -> Iterator[tuple[int, np.ndarray]]:
+    first_ids, k = dataset.reference(seq)
+    yield from propagate_sequence(encoder, dataset.read_frames(seq), first_ids, k, protocol)
+
+  return write_sequences(out_dir, sequences, labels_of, desc="propagate", progress=progress)

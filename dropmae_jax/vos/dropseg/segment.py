@@ -10,7 +10,6 @@ are kept unless `overwrite` (`propagate.select_sequences` decides, as for `vos p
 from __future__ import annotations
 
 import os
-import shutil
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from dropmae_jax.convert import outputs
 from dropmae_jax.vos import davis
+from dropmae_jax.vos import propagate
 from dropmae_jax.vos import youtube
 from dropmae_jax.vos.dropseg import inference
 
@@ -71,53 +71,15 @@ def youtube_labels(segmenter: inference.OneShotSegmenter, dataset: youtube.YouTu
   yield from inference.segment_video(segmenter, frames, annotations)
 
 
-def _replace(target: str, tmp: str) -> None:
-  if os.path.isdir(target) and not os.path.islink(target):
-    shutil.rmtree(target)
-  elif os.path.lexists(target):
-    os.remove(target)
-  os.replace(tmp, target)
-
-
 def run(segmenter: inference.OneShotSegmenter, dataset, out_dir: str,
         sequences: list[davis.VosSequence], progress: bool = True) -> list[str]:
   """Segments `sequences` of `dataset` (a DavisDataset or a YouTubeVOS) into
-  out_dir/<seq>/<frame>.png (module docstring). Returns their names.
-
-  A run that fails before its first sequence is complete also removes the folders it created
-  for out_dir.
-  """
-  import tqdm
-  if not sequences:
-    return []
+  out_dir/<seq>/<frame>.png (module docstring; `propagate.write_sequences` writes them). Returns
+  their names."""
   labels_of = youtube_labels if isinstance(dataset, youtube.YouTubeVOS) else davis_labels
-  created = outputs.missing_folders(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
-  bar = tqdm.tqdm(total=sum(s.num_frames for s in sequences), desc="segment", unit="frame",
-                  disable=not progress)
-  try:
-    for seq in sequences:
-      tmp = os.path.join(out_dir, f".{seq.name}.tmp-{os.getpid()}")
-      shutil.rmtree(tmp, ignore_errors=True)
-      try:
-        os.makedirs(tmp)
-        bar.set_postfix_str(seq.name)
-        for t, labels in labels_of(segmenter, dataset, seq):
-          davis.write_palette_png(os.path.join(tmp, f"{seq.frame_ids[t]}.png"), labels)
-          bar.update(1)
-        _replace(os.path.join(out_dir, seq.name), tmp)
-      finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-  except BaseException:
-    for folder in created:   # only the folders this run made, and only while empty
-      try:
-        os.rmdir(folder)
-      except OSError:
-        break
-    raise
-  finally:
-    bar.close()
-  return [s.name for s in sequences]
+  return propagate.write_sequences(out_dir, sequences,
+                                   lambda seq: labels_of(segmenter, dataset, seq),
+                                   desc="segment", progress=progress)
 
 
 def write_submission(out: str, dataset: youtube.YouTubeVOS) -> str:
