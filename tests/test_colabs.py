@@ -166,10 +166,12 @@ assert all(0 <= t["metrics"]["AO"] <= 100 for t in report["trackers"].values())
 
 SEGMENTATION_CHECKS = """
 assert len(dataset) == SEQUENCES == 2 and seq.num_frames == FRAMES
-assert list(scores) == ["random init"]   # no PRETRAINED in CI: nothing trained
-g = scores["random init"][1]["global"]
-assert 0 <= g["J&F-Mean"] <= 1 and abs(g["J&F-Mean"] - (g["J-Mean"] + g["F-Mean"]) / 2) < 1e-6
-assert len(rows) == 2 and all(len(masks) == 5 for _, masks in rows)
+assert list(scores) == ["random init", "DropSeg, random init"]   # no PRETRAINED in CI
+for _, report in scores.values():
+  g = report["global"]
+  assert 0 <= g["J&F-Mean"] <= 1 and abs(g["J&F-Mean"] - (g["J-Mean"] + g["F-Mean"]) / 2) < 1e-6
+assert len(rows) == 3 and all(len(masks) == 5 for _, masks in rows)
+assert os.path.isdir(os.path.join(SEG_WORKDIR, "segmenter_weights"))
 """
 
 
@@ -196,6 +198,7 @@ def test_segmentation_propagates_and_shows_masks_with_jf(tmp_path):
   text = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
                  for out in cell.outputs)
   assert "J&F" in text and "random init" in text
+  assert "$ python -m dropmae_jax.vos segment" in text and "DropSeg, random init" in text
 
 
 def test_every_notebook_is_executed_here_and_declares_its_figures():
