@@ -71,7 +71,7 @@ FILE_SECONDS = {
     "test_asad_pallas.py": 280,
     "test_gpu_report.py": 210,
     "test_train.py": 200,
-    "test_colabs.py": 165,
+    "test_colabs.py": 190,
     "test_faults.py": 160,
     "test_droptrack_train.py": 120,
     "test_dropseg_train.py": 90,
