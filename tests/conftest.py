@@ -61,7 +61,7 @@ import pytest  # noqa: E402
 # runs, subprocesses, notebooks) last, where one of them could keep a worker busy for minutes
 # after the other had run out of work. Slowest files first instead (longest processing time
 # first): the files left for the end are the short ones, and both workers finish together.
-# (It also runs test_train.py before test_faults.py and test_vos.py, which train its compiled
+# (It also runs test_train.py before test_faults.py and test_vos_cli.py, which train its compiled
 # pre-training step, and test_droptrack_train.py before test_droptrack_sharding.py, which starts
 # from its compiled tracker init: compilation-cache hits.) Approximate seconds of each
 # file on one worker of a full 2-worker run; files not listed take a few seconds to ~20 s and
@@ -78,7 +78,7 @@ FILE_SECONDS = {
     "test_dropseg_segment.py": 60,
     "test_asad.py": 90,
     "test_droptrack_sharding.py": 80,
-    "test_vos.py": 70,
+    "test_vos_cli.py": 50,
     "test_determinism.py": 60,
     "test_dropseg_model.py": 40,
     "test_dropseg_data.py": 30,
