@@ -12,23 +12,15 @@ can do the same.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import ml_collections
 
 from dropmae_jax.convert import io
+from dropmae_jax.train.checkpoint import readonly
 
 CHECKPOINTS_DIR = "checkpoints"
 TRACKER_TASK = "droptrack"
-
-
-def _checkpoint_steps(directory: str) -> list[int]:
-  """Finished orbax steps (all-digit folder names) under `directory`, newest first."""
-  if not os.path.isdir(directory):
-    return []
-  return sorted((int(n) for n in os.listdir(directory)
-                 if n.isdigit() and os.path.isdir(os.path.join(directory, n))), reverse=True)
 
 
 def _short(e: BaseException) -> str:
@@ -39,36 +31,17 @@ def _newest_good_checkpoint(directory: str) -> tuple[dict, ml_collections.Config
   """(variables, config, step) of the newest checkpoint in a fine-tuning run's `directory` that
   reads and passes the fingerprint saved with it (read-only: damaged ones are skipped, never
   moved; arrays as numpy, so another device topology's checkpoint reads too)."""
-  from dropmae_jax.train.checkpoint import readonly
-
-  def tracker_config(step: int, meta: dict) -> None:
-    try:
-      config = ml_collections.ConfigDict(json.loads(meta["config"]))
-    except (KeyError, TypeError, ValueError):
-      return  # the state check below names it
-    task = config.get("task", TRACKER_TASK)
-    if task != TRACKER_TASK:
-      raise io.ConvertError(
-          f"{directory}: checkpoint step {step} is a {task!r} run's, not a tracker's; fine-tune "
-          f"a tracker from it (config droptrack_*, --config.init_from=WORKDIR) or import "
-          f"released weights with `python -m dropmae_jax.convert import-tracker`")
-
-  def tracker_state(state, meta) -> str | None:
-    try:
-      json.loads(meta["config"])
-    except (KeyError, TypeError, ValueError):
-      return "its meta holds no readable config"
-    if not (isinstance(state, dict) and state.get("params") and state.get("batch_stats")):
-      return "it holds no 'params' or no 'batch_stats' (not a tracker's train state)"
-    return None
+  def wrong_task(step: int, task: str) -> str:
+    return (f"{directory}: checkpoint step {step} is a {task!r} run's, not a tracker's; fine-tune "
+            f"a tracker from it (config droptrack_*, --config.init_from=WORKDIR) or import "
+            f"released weights with `python -m dropmae_jax.convert import-tracker`")
 
   try:
-    state, meta, step = readonly.read_newest_good(directory, check_meta=tracker_config,
-                                                  check_state=tracker_state)
+    return readonly.read_newest_of_task(directory, task=TRACKER_TASK, default_task=TRACKER_TASK,
+                                        collections=("params", "batch_stats"),
+                                        what="a tracker's", wrong_task=wrong_task)
   except readonly.CheckpointError as e:
     raise io.ConvertError(str(e)) from e
-  config = ml_collections.ConfigDict(json.loads(meta["config"]))
-  return {"params": state["params"], "batch_stats": state["batch_stats"]}, config, step
 
 
 # An imported segmenter (convert import-segmenter) and a DropSeg fine-tuning run's export.
@@ -88,13 +61,6 @@ def _refuse_segmenter_file(path: str, spec: str) -> None:
     raise io.ConvertError(f"{spec}: a DropSeg segmenter checkpoint ('mask_patch_embed.*', "
                           f"'stcn_decoder.*' keys), not a tracker; segment videos with it via "
                           f"`python -m dropmae_jax.vos segment`")
-
-
-def _mtime(path: str) -> float:
-  try:
-    return os.path.getmtime(path)
-  except OSError:
-    return 0.0
 
 
 def _load_imported(path: str, shown: str) -> tuple[dict, ml_collections.ConfigDict]:
@@ -137,7 +103,7 @@ def load_tracker_weights(spec: str) -> tuple[dict, ml_collections.ConfigDict, st
   export = os.path.join(path, EXPORT_DIR)
   has_export = os.path.isdir(os.path.join(export, io.TRACKER_DIR))
   checkpoints = os.path.join(path, CHECKPOINTS_DIR)
-  steps = _checkpoint_steps(checkpoints)
+  steps = readonly.finished_steps(checkpoints)
   if not has_export and not steps:
     raise io.ConvertError(
         f"{spec}: neither an imported tracker ({io.TRACKER_DIR}/ inside) nor a fine-tuning "
@@ -145,8 +111,9 @@ def load_tracker_weights(spec: str) -> tuple[dict, ml_collections.ConfigDict, st
         f"`python -m dropmae_jax.convert import-tracker`")
   # The export is written after the run's last checkpoint; a newer checkpoint means the run
   # went on (or is going on) after that export.
-  export_time = _mtime(os.path.join(export, io.CONFIG_FILE))
-  newest_checkpoint_time = _mtime(os.path.join(checkpoints, str(steps[0]))) if steps else 0.0
+  export_time = readonly.modified(os.path.join(export, io.CONFIG_FILE))
+  newest_checkpoint_time = (readonly.modified(os.path.join(checkpoints, str(steps[0])))
+                            if steps else 0.0)
   if has_export and export_time >= newest_checkpoint_time:
     variables, config = _load_imported(export, os.path.join(spec, EXPORT_DIR))
     return variables, config, f"{os.path.join(spec, EXPORT_DIR)} (the fine-tuning run's export)"

@@ -9,11 +9,14 @@ trainer's business.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging as py_logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -91,3 +94,58 @@ def read_newest_good(directory: str, *,
       raise CheckpointError(f"{directory}: no checkpoint can be used — " + "; ".join(damaged))
   finally:
     manager.close()
+
+
+def finished_steps(directory: str) -> list[int]:
+  """Step folders (all-digit names) under `directory` (WORKDIR/checkpoints), newest first; []
+  when there is no such folder. Read from the listing alone: nothing is opened."""
+  if not os.path.isdir(directory):
+    return []
+  return sorted((int(n) for n in os.listdir(directory)
+                 if n.isdigit() and os.path.isdir(os.path.join(directory, n))), reverse=True)
+
+
+def modified(path: str) -> float:
+  """`path`'s modification time, 0.0 when it does not exist (to compare an export with the
+  newest checkpoint)."""
+  try:
+    return os.path.getmtime(path)
+  except OSError:
+    return 0.0
+
+
+def read_newest_of_task(directory: str, *, task: str, collections: tuple[str, ...], what: str,
+                        wrong_task: Callable[[int, str], str], default_task: str = ""
+                        ) -> tuple[dict, ml_collections.ConfigDict, int]:
+  """({collection: numpy tree}, the run's config, step) of the newest good checkpoint of a
+  `task` run (`read_newest_good`): the fine-tuning workdirs `--weights` accepts.
+
+  Args:
+    task: the config.task the run must have (a config without one counts as `default_task`).
+    collections: the train-state entries returned, each required (e.g. 'params', 'frozen').
+    what: whose train state, for the message of a state without them ("a tracker's").
+    wrong_task: (step, found task) -> the one-line message when the run is another task's.
+  Raises:
+    CheckpointError: another task's run (`wrong_task`'s line), or no usable checkpoint.
+  """
+  def check_meta(step: int, meta: dict) -> None:
+    try:
+      found = json.loads(meta["config"]).get("task", default_task)
+    except (KeyError, TypeError, ValueError, AttributeError):
+      return   # check_state names it
+    if found != task:
+      raise CheckpointError(wrong_task(step, found))
+
+  def check_state(state, meta) -> str | None:
+    try:
+      json.loads(meta["config"])
+    except (KeyError, TypeError, ValueError):
+      return "its meta holds no readable config"
+    if not (isinstance(state, dict) and all(state.get(c) for c in collections)):
+      return (f"it holds no {' or no '.join(repr(c) for c in collections)} (not {what} train "
+              "state)")
+    return None
+
+  state, meta, step = read_newest_good(directory, check_meta=check_meta, check_state=check_state)
+  config = ml_collections.ConfigDict(json.loads(meta["config"]))
+  return {c: state[c] for c in collections}, config, step

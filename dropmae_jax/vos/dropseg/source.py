@@ -15,7 +15,6 @@ ConvertError / LayoutError line naming the path and what it is.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
@@ -26,6 +25,7 @@ from dropmae_jax.config import defaults as configlib
 from dropmae_jax.config import loading as config_loading
 from dropmae_jax.convert import io
 from dropmae_jax.convert.layout import LayoutError
+from dropmae_jax.train.checkpoint import readonly
 from dropmae_jax.vos.dropseg import layout as seg_layout
 from dropmae_jax.vos.dropseg import model as model_lib
 from dropmae_jax.vos.dropseg import weights as weights_lib
@@ -76,48 +76,16 @@ def _load_imported(path: str, shown: str) -> tuple[dict, ml_collections.ConfigDi
 
 
 def _newest_checkpoint(directory: str) -> tuple[dict, ml_collections.ConfigDict, int]:
-  from dropmae_jax.train.checkpoint import readonly
-
-  def check_meta(step: int, meta: dict) -> None:
-    try:
-      task = json.loads(meta["config"]).get("task", "")
-    except (KeyError, TypeError, ValueError, AttributeError):
-      return   # check_state names it
-    if task != SEGMENTER_TASK:
-      raise io.ConvertError(
-          f"{directory}: checkpoint step {step} is a {task or 'pre-training'!r} run's, not a "
-          f"DropSeg segmenter's (config dropseg_*); `vos segment` needs a segmenter")
-
-  def check_state(state, meta) -> str | None:
-    try:
-      json.loads(meta["config"])
-    except (KeyError, TypeError, ValueError):
-      return "its meta holds no readable config"
-    if not (isinstance(state, dict) and state.get("params") and state.get(model_lib.FROZEN)):
-      return f"it holds no 'params' or no '{model_lib.FROZEN}' (not a segmenter's train state)"
-    return None
+  def wrong_task(step: int, task: str) -> str:
+    return (f"{directory}: checkpoint step {step} is a {task or 'pre-training'!r} run's, not a "
+            f"DropSeg segmenter's (config dropseg_*); `vos segment` needs a segmenter")
 
   try:
-    state, meta, step = readonly.read_newest_good(directory, check_meta=check_meta,
-                                                  check_state=check_state)
+    return readonly.read_newest_of_task(directory, task=SEGMENTER_TASK,
+                                        collections=("params", model_lib.FROZEN),
+                                        what="a segmenter's", wrong_task=wrong_task)
   except readonly.CheckpointError as e:
     raise io.ConvertError(str(e)) from e
-  config = ml_collections.ConfigDict(json.loads(meta["config"]))
-  return {"params": state["params"], model_lib.FROZEN: state[model_lib.FROZEN]}, config, step
-
-
-def _mtime(path: str) -> float:
-  try:
-    return os.path.getmtime(path)
-  except OSError:
-    return 0.0
-
-
-def _steps(directory: str) -> list[int]:
-  if not os.path.isdir(directory):
-    return []
-  return sorted((int(n) for n in os.listdir(directory)
-                 if n.isdigit() and os.path.isdir(os.path.join(directory, n))), reverse=True)
 
 
 def _refuse_other_folder(path: str, spec: str) -> None:
@@ -147,7 +115,7 @@ def read_weights(spec: str) -> tuple[dict, ml_collections.ConfigDict, str]:
   export = os.path.join(path, EXPORT_DIR)
   has_export = os.path.isdir(os.path.join(export, weights_lib.SEGMENTER_DIR))
   checkpoints = os.path.join(path, CHECKPOINTS_DIR)
-  steps = _steps(checkpoints)
+  steps = readonly.finished_steps(checkpoints)
   shown_export = os.path.join(spec, EXPORT_DIR)
   if not has_export and not steps:
     raise io.ConvertError(
@@ -156,7 +124,7 @@ def read_weights(spec: str) -> tuple[dict, ml_collections.ConfigDict, str]:
         "released weights with `python -m dropmae_jax.convert import-segmenter`")
   # The export is written after the run's last checkpoint; a newer checkpoint means the run
   # went on after it.
-  if has_export and _mtime(os.path.join(export, io.CONFIG_FILE)) >= _mtime(
+  if has_export and readonly.modified(os.path.join(export, io.CONFIG_FILE)) >= readonly.modified(
       os.path.join(checkpoints, str(steps[0])) if steps else ""):
     variables, config = _load_imported(export, shown_export)
     return variables, config, f"{shown_export} (the fine-tuning run's export)"
